@@ -1,0 +1,18 @@
+"""The one place that imports the Airflow 3 Task SDK. Everything else imports from here."""
+
+from __future__ import annotations
+
+from airflow.sdk import (  # noqa: F401
+    DAG,
+    Asset,
+    AssetAlias,
+    BaseHook,
+    BaseOperator,
+    BaseSensorOperator,
+    Context,
+    Param,
+    TaskGroup,
+    get_parsing_context,
+)
+from airflow.sdk.bases.operator import BaseOperator as _BaseOperator  # noqa: F401
+from airflow.triggers.base import BaseTrigger, TriggerEvent  # noqa: F401
