@@ -1,0 +1,181 @@
+"""A small client of the Airflow 3 REST API (``/api/v2``), for the CLI and the demo.
+
+Authentication is the Airflow 3 way: a JWT from ``POST /auth/token`` with a username and password, or a
+token given directly. Imports no Airflow: the CLI talks to a remote Airflow over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from airflow_mlpipe.errors import MlpipeError
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowApiError(MlpipeError):
+    """The Airflow REST API refused a request; ``status`` is the HTTP status and ``detail`` its reason."""
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        return response.json().get("detail", response.text)
+    except ValueError:
+        return response.text
+
+
+class AirflowClient:
+    """``AirflowClient(url, token=...)`` or ``AirflowClient(url, username=..., password=...)``.
+
+    Defaults come from the environment: ``MLPIPE_AIRFLOW_URL`` (else http://localhost:8080),
+    ``MLPIPE_AIRFLOW_TOKEN``, ``MLPIPE_AIRFLOW_USERNAME`` / ``MLPIPE_AIRFLOW_PASSWORD``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = (url or os.environ.get("MLPIPE_AIRFLOW_URL") or "http://localhost:8080").rstrip("/")
+        self._token = token or os.environ.get("MLPIPE_AIRFLOW_TOKEN")
+        self._username = username or os.environ.get("MLPIPE_AIRFLOW_USERNAME")
+        self._password = password or os.environ.get("MLPIPE_AIRFLOW_PASSWORD")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def token(self) -> str:
+        if self._token:
+            return self._token
+        if not (self._username and self._password):
+            raise AirflowApiError(
+                f"no credentials for {self.url}: set MLPIPE_AIRFLOW_TOKEN, or MLPIPE_AIRFLOW_USERNAME and "
+                "MLPIPE_AIRFLOW_PASSWORD"
+            )
+        try:
+            response = self._http.post("/auth/token", json={"username": self._username, "password": self._password})
+        except httpx.HTTPError as exc:
+            raise AirflowApiError(f"cannot reach Airflow at {self.url}: {exc}; is it running?") from exc
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(
+                f"login to {self.url} as {self._username!r} failed (HTTP {response.status_code}): "
+                f"{_detail(response)}",
+                response.status_code,
+            )
+        self._token = response.json()["access_token"]
+        return self._token
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+        try:
+            response = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AirflowApiError(f"cannot reach Airflow at {self.url}: {exc}; is it running?") from exc
+        if response.status_code >= 400:
+            detail = _detail(response)
+            raise AirflowApiError(
+                f"{method} {path} answered HTTP {response.status_code}: {detail}", response.status_code, detail
+            )
+        return response.json() if response.content else None
+
+    # ------------------------------------------------------------------ API
+    def health(self) -> dict[str, Any]:
+        response = self._http.get("/api/v2/monitor/health")
+        response.raise_for_status()
+        return response.json()
+
+    def get_dag(self, dag_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/dags/{dag_id}")
+
+    def get_dag_details(self, dag_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/dags/{dag_id}/details")
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        return self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
+            "task_instances"
+        ]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        try:
+            entry = self.request(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                params={"map_index": map_index, "deserialize": True},
+            )
+        except AirflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return entry.get("value")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        data = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = data.get("content") if isinstance(data, dict) else data
+        if isinstance(content, list):
+            lines = []
+            for item in content:
+                if isinstance(item, dict):
+                    event = item.get("event", "")
+                    lines.append(str(event))
+                else:
+                    lines.append(str(item))
+            return "\n".join(lines)
+        return str(content)
+
+    def wait(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 1800,
+        interval: float = 1.0,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_run(dag_id, run_id)
+            if on_poll is not None:
+                on_poll(run)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s")
+            time.sleep(interval)

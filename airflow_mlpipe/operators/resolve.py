@@ -1,0 +1,296 @@
+"""What the step operator does before and after the script runs: resolve params and inputs, build the
+cache key, check and register outputs. Kept apart from the operator class so it reads top-down."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed
+
+REF = re.compile(r"\$\$\{|\$\{\s*([a-z]+)\.([A-Za-z0-9_.\-]+)\s*\}")
+STEP_OUTPUT = re.compile(r"^\$\{\s*steps\.([A-Za-z0-9_.\-]+)\.outputs\.([A-Za-z0-9_.\-]+)\s*\}$")
+PARAM_ONLY = re.compile(r"^\$\{\s*params\.([A-Za-z0-9_.\-]+)\s*\}$")
+DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
+SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_id(value: str) -> str:
+    return SAFE_ID.sub("_", value)
+
+
+@dataclasses.dataclass
+class StepPlan:
+    pipeline: str
+    run_id: str
+    step: str
+    snapshot: Any
+    env_hash: str
+    argv: list[list[Any]]
+    inputs: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+    components: dict[str, Any]
+    key: str
+
+    def attempt_prefix(self, attempt: int) -> str:
+        return f"runs/{self.pipeline}/{safe_id(self.run_id)}/steps/{self.step}/attempt-{attempt}"
+
+    def result_key(self, attempt: int) -> str:
+        return f"{self.attempt_prefix(attempt)}/result.json"
+
+
+def params_referenced(op: Any) -> list[str]:
+    names: set[str] = set()
+    for value in [*op.arguments, *op.inputs.values()]:
+        if isinstance(value, str):
+            names.update(m.group(2) for m in REF.finditer(value) if m.group(1) == "params")
+    return sorted(names)
+
+
+def param_text(value: Any) -> str:
+    """How a param value becomes argv text: booleans as true/false, containers as JSON, the rest as str."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def argv_segments(
+    arguments: list[Any], params: Mapping[str, Any], run: Mapping[str, str], inputs: set[str], outputs: set[str]
+) -> list[list[Any]]:
+    """Each argument -> segments: literal text, ``{"input": X}`` or ``{"output": X}``. Values are inserted as
+    data and never scanned again, so a conf value containing ``${...}`` or ``{{...}}`` stays literal."""
+    argv: list[list[Any]] = []
+    for position, arg in enumerate(arguments):
+        if not isinstance(arg, str):
+            argv.append([param_text(arg)])
+            continue
+        segments: list[Any] = []
+        last = 0
+        for match in REF.finditer(arg):
+            segments.append(arg[last : match.start()])
+            last = match.end()
+            if match.group(0) == "$${":
+                segments.append("${")
+                continue
+            kind, name = match.group(1), match.group(2)
+            if kind == "params":
+                if name not in params:
+                    raise ConfError(f"arguments[{position}] references unknown param {name!r}")
+                segments.append(param_text(params[name]))
+            elif kind == "run":
+                if name not in run:
+                    raise ConfError(f"arguments[{position}]: unknown run value {name!r} (use id, pipeline, step)")
+                segments.append(run[name])
+            elif kind in ("inputs", "outputs"):
+                declared = inputs if kind == "inputs" else outputs
+                if name not in declared:
+                    raise ConfError(f"arguments[{position}] references undeclared {kind[:-1]} {name!r}")
+                segments.append({kind[:-1]: name})
+            else:
+                raise ConfError(f"arguments[{position}]: unknown reference ${{{kind}.{name}}}")
+        segments.append(arg[last:])
+        merged: list[Any] = []
+        for seg in segments:
+            if isinstance(seg, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += seg
+            elif seg != "":
+                merged.append(seg)
+        argv.append(merged or [""])
+    return argv
+
+
+def check_workspace_path(name: str, value: Any) -> str:
+    """A ``path`` param value: a relative key inside the workspace, never outside it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfError(f"param {name!r}: expected a path inside the workspace, got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "~")) or "://" in value or any(p in ("..",) for p in parts):
+        raise ConfError(
+            f"param {name!r}: {value!r} is not a path inside the workspace; give a relative path "
+            "like data/income.csv (no leading '/', no '..', no URI)"
+        )
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def _digest_of_path(ws: Any, key: str) -> tuple[str, str]:
+    """(kind, digest) of a workspace path: a committed output (its manifest digest), a file (sha256 of its
+    bytes) or a folder without manifest (digest over its files' names and contents)."""
+    from airflow_mlpipe.workspace.manifest import read_manifest
+
+    manifest = read_manifest(ws.datastore, key)
+    if manifest is not None:
+        return "dir", manifest["digest"]
+    if ws.datastore.exists(key):
+        return "file", hashlib.sha256(ws.datastore.read_bytes(key)).hexdigest()
+    entries = sorted(ws.datastore.list(key.rstrip("/") + "/"), key=lambda o: o.key)
+    if not entries:
+        raise NotFoundError(f"nothing at workspace path {key!r} ({ws.datastore.uri_for(key)})")
+    outer = hashlib.sha256()
+    for obj in entries:
+        outer.update(obj.key[len(key) :].encode() + b"\0")
+        outer.update(hashlib.sha256(ws.datastore.read_bytes(obj.key)).digest())
+    return "dir", outer.hexdigest()
+
+
+def _version_input(version: Any, source: str) -> dict[str, Any]:
+    return {
+        "key": version.key,
+        "kind": "dir",
+        "digest": version.digest,
+        "source": source,
+        "version": version.version,
+        "name": version.name,
+    }
+
+
+def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    ref = ref.strip()
+    match = STEP_OUTPUT.match(ref)
+    if match:
+        step, output = match.groups()
+        task_id = op.step_task_ids.get(step, step)
+        upstream = context["ti"].xcom_pull(task_ids=task_id)
+        if not upstream or output not in (upstream.get("outputs") or {}):
+            raise StepFailed(
+                f"input {name!r} of step {op.task_id!r}: upstream step {step!r} (task {task_id!r}) "
+                f"left no output {output!r}; did it run in this DAG run?"
+            )
+        out = upstream["outputs"][output]
+        return {"key": out["key"], "kind": "dir", "digest": out["digest"], "source": f"{step}.{output}"}
+    match = PARAM_ONLY.match(ref)
+    if match:
+        pname = match.group(1)
+        value = params.get(pname)
+        ptype = op.param_types.get(pname, "dataset")
+        if ptype == "path":
+            key = check_workspace_path(pname, value)
+            kind, digest = _digest_of_path(ws, key)
+            return {"key": key, "kind": kind, "digest": digest, "source": f"params.{pname}={key}"}
+        return resolve_registered(ws, name, str(value), f"params.{pname}=")
+    return resolve_registered(ws, name, ref, "")
+
+
+def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, Any]:
+    try:
+        if ref.startswith("models:/"):
+            version = ws.models.resolve_model_ref(ref)
+        else:
+            version = ws.datasets.resolve(ref)
+    except NotFoundError as exc:
+        raise NotFoundError(f"input {name!r}: {exc}") from exc
+    return _version_input(version, f"{prefix}{ref}")
+
+
+def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
+              used_values: Mapping[str, Any]) -> StepPlan:
+    from airflow_mlpipe.compute.venvs import environment_hash
+    from airflow_mlpipe.workspace.cache import cache_key
+
+    for pname, ptype in op.param_types.items():
+        if ptype == "path" and pname in params and params[pname] is not None:
+            check_workspace_path(pname, params[pname])
+    inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
+    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths)
+    env_hash = environment_hash(op.environment)
+    run = {"id": run_id, "pipeline": pipeline, "step": op.task_id}
+    argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
+    outputs = {}
+    for oname, cfg in sorted(op.outputs.items()):
+        template = cfg.get("destination") or DEFAULT_DESTINATION
+        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=op.task_id, output=oname)
+        outputs[oname] = {"key": check_workspace_path(f"outputs.{oname}.destination", key),
+                          "register_as": cfg.get("register_as")}
+    components = {
+        "step": {
+            "script": op.script,
+            "argv": argv,
+            "inputs": sorted(op.inputs),
+            "outputs": {k: v.get("register_as") for k, v in sorted(op.outputs.items())},
+        },
+        "snapshot": {"sha256": snapshot.sha256, "key": snapshot.key},
+        "environment": env_hash,
+        "params": dict(used_values),
+        "inputs": {k: v["digest"] for k, v in inputs.items()},
+    }
+    return StepPlan(pipeline, run_id, op.task_id, snapshot, env_hash, argv, inputs, outputs, components,
+                    cache_key(components))
+
+
+def checked_outputs(ws: Any, plan: StepPlan, result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    from airflow_mlpipe.workspace.manifest import read_manifest
+
+    produced = result.get("outputs") or {}
+    checked = {}
+    for name, out in plan.outputs.items():
+        manifest = read_manifest(ws.datastore, out["key"])
+        if manifest is None:
+            raise StepFailed(f"output {name!r} has no manifest at {out['key']}: the step did not commit it")
+        if produced.get(name, {}).get("digest") not in (None, manifest["digest"]):
+            raise StepFailed(f"output {name!r}: manifest digest differs from what the step reported")
+        checked[name] = {
+            "key": out["key"],
+            "uri": ws.datastore.uri_for(out["key"]),
+            "digest": manifest["digest"],
+            "size": manifest.get("size", 0),
+            "files": len(manifest.get("files", {})),
+        }
+    return checked
+
+
+def register_outputs(op: Any, ws: Any, context: Any, outputs: Mapping[str, Any], pipeline: str,
+                     run_id: str) -> dict[str, int]:
+    from airflow_mlpipe.assets import dataset_alias, dataset_asset
+
+    registered: dict[str, int] = {}
+    for oname, cfg in op.outputs.items():
+        name = cfg.get("register_as")
+        if not name:
+            continue
+        out = outputs[oname]
+        before = ws.datasets.latest_digest(name)
+        version = ws.datasets.register(
+            name,
+            out["key"],
+            description=f"output {oname!r} of step {op.task_id!r} in pipeline {pipeline!r}",
+            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.task_id, "output": oname},
+        )
+        registered[name] = version.version
+        if version.digest != before:
+            context["outlet_events"][dataset_alias(name)].add(
+                dataset_asset(name), extra={"version": version.version, "digest": version.digest}
+            )
+            op.log.info("registered dataset %s version %s (%s)", name, version.version, version.digest[:12])
+        else:
+            op.log.info("dataset %s already holds this content as version %s", name, version.version)
+    return registered
+
+
+def run_doc(params: Mapping[str, Any], conf: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    dag_run = context["dag_run"]
+    return {
+        "params": {k: v for k, v in params.items()},
+        "conf": dict(conf),
+        "run_type": str(getattr(dag_run, "run_type", "")),
+        "logical_date": str(getattr(dag_run, "logical_date", "") or ""),
+        "dag_id": getattr(dag_run, "dag_id", None),
+    }
+
+
+def xcom_value(step: str, reused: bool, key: str, origin: Any, outputs: Mapping[str, Any],
+               metrics: Mapping[str, Any], registered: Mapping[str, int], ws: Any) -> dict[str, Any]:
+    return {
+        "step": step,
+        "reused": reused,
+        "cache_key": key,
+        "reused_from": origin,
+        "outputs": {k: {"key": v["key"], "uri": v.get("uri") or ws.datastore.uri_for(v["key"]),
+                        "digest": v["digest"]} for k, v in outputs.items()},
+        "metrics": dict(metrics),
+        "registered": dict(registered),
+    }

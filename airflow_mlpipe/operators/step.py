@@ -1,0 +1,256 @@
+"""MlpipeStepOperator: run ``python <script> <arguments>`` from a snapshot, on a compute target, with
+declared inputs and outputs, and reuse the result of an identical earlier run.
+
+Usable by hand in any DAG (classic or TaskFlow style) and built by the YAML factory. The constructor only
+stores its arguments; everything else happens in ``execute``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlpipe.compat import BaseOperator
+from airflow_mlpipe.errors import ConfError, StepFailed
+from airflow_mlpipe.operators import resolve
+
+if TYPE_CHECKING:
+    from airflow_mlpipe.compat import Context
+
+LOG_TAIL_LINES = 40
+
+
+class MlpipeStepOperator(BaseOperator):
+    """Run one ML step.
+
+    :param script: the script to run, relative to ``source_directory``.
+    :param source_directory: folder snapshotted into the workspace and used as working directory.
+    :param arguments: argv list; strings may reference ``${params.X}``, ``${inputs.X}``, ``${outputs.X}``,
+        ``${run.id}``. Jinja renders it first (templated field); our references are resolved after, so a
+        value from ``dag_run.conf`` is never rendered twice and is always one argv element.
+    :param inputs: name -> reference (``dataset``, ``dataset:3``, ``${params.X}``,
+        ``${steps.S.outputs.O}``, ``models:/NAME@alias``).
+    :param outputs: name -> ``{"destination": template, "register_as": dataset name}``.
+    :param environment: ``{"python", "requirements", "requirements_file", "image", "env"}``.
+    :param compute: ``{"type": "local"|"docker"|"kubernetes", ...}`` (default local).
+    :param allow_reuse: reuse an identical earlier run (same script, snapshot, environment, params used and
+        input contents). ``regenerate_outputs`` in the run's params or conf forces recomputation.
+    :param hash_paths: globs limiting which files of the snapshot enter the cache key.
+    :param params_used: params the step depends on (part of the cache key); default: those referenced.
+    :param param_types: declared type per param (``dataset`` and ``path`` params resolve as inputs).
+    :param step_task_ids: step name -> task id, for ``${steps.S.outputs.O}`` (default: same name).
+    :param pipeline: name used in the workspace (default: the dag_id).
+    :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
+    :param mlpipe_conn_id: the ``mlpipe`` connection naming the workspace.
+    """
+
+    template_fields: Sequence[str] = ("arguments", "env")
+    template_fields_renderers = {"arguments": "json", "env": "json"}
+    ui_color = "#d8ecf7"
+
+    def __init__(
+        self,
+        *,
+        script: str,
+        source_directory: str = ".",
+        arguments: Sequence[Any] = (),
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, Mapping[str, Any] | None] | None = None,
+        environment: Mapping[str, Any] | None = None,
+        compute: Mapping[str, Any] | None = None,
+        allow_reuse: bool = True,
+        hash_paths: Sequence[str] | None = None,
+        params_used: Sequence[str] | None = None,
+        param_types: Mapping[str, str] | None = None,
+        step_task_ids: Mapping[str, str] | None = None,
+        pipeline: str | None = None,
+        env: Mapping[str, str] | None = None,
+        strict_conf: bool = True,
+        mlpipe_conn_id: str = "mlpipe_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.script = script
+        self.source_directory = source_directory
+        self.arguments = list(arguments)
+        self.inputs = dict(inputs or {})
+        self.outputs = {name: dict(cfg or {}) for name, cfg in (outputs or {}).items()}
+        self.environment = dict(environment or {})
+        self.compute = dict(compute or {"type": "local"})
+        self.allow_reuse = allow_reuse
+        self.hash_paths = list(hash_paths) if hash_paths else None
+        self.params_used = list(params_used) if params_used is not None else None
+        self.param_types = dict(param_types or {})
+        self.step_task_ids = dict(step_task_ids or {})
+        self.pipeline = pipeline
+        self.env = dict(env or {})
+        self.strict_conf = strict_conf
+        self.mlpipe_conn_id = mlpipe_conn_id
+        self._target: Any = None
+        self._killed = threading.Event()
+        registered = [cfg["register_as"] for cfg in self.outputs.values() if cfg.get("register_as")]
+        if registered:
+            from airflow_mlpipe.assets import dataset_alias
+
+            # New dataset versions are announced through an alias: a reused step that registers
+            # nothing new emits no Asset event, so it triggers no pipeline scheduled on the dataset.
+            self.outlets = [*self.outlets, *(dataset_alias(name) for name in registered)]
+
+    # ------------------------------------------------------------------ execute
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlpipe.hooks.workspace import MlpipeHook
+
+        dag_run = context["dag_run"]
+        conf = dict(getattr(dag_run, "conf", None) or {})
+        params = dict(context["params"])
+        if self.strict_conf:
+            self._check_conf(conf)
+        hook = MlpipeHook(self.mlpipe_conn_id)
+        ws = hook.get_workspace()
+        pipeline = self.pipeline or self.dag_id
+        run_id = dag_run.run_id
+        attempt = int(context["ti"].try_number or 1)
+        regenerate = bool(params.get("regenerate_outputs", conf.get("regenerate_outputs", False)))
+        used = self.params_used if self.params_used is not None else resolve.params_referenced(self)
+        used_values = {name: params.get(name) for name in sorted(used)}
+
+        ws.runs.write_run(pipeline, run_id, resolve.run_doc(params, conf, context))
+        started = time.time()
+        plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values)
+        self.log.info("step %s: snapshot %s, environment %s", self.task_id, plan.snapshot.sha256[:12], plan.env_hash[:12])
+        for name, inp in plan.inputs.items():
+            self.log.info("input %s <- %s (digest %s)", name, inp["source"], inp["digest"][:12])
+
+        record = {
+            "step": self.task_id,
+            "pipeline": pipeline,
+            "run_id": run_id,
+            "attempt": attempt,
+            "cache_key": plan.key,
+            "components": plan.components,
+            "inputs": plan.inputs,
+            "snapshot": {"sha256": plan.snapshot.sha256, "git": plan.snapshot.git},
+            "compute": self.compute.get("type", "local"),
+            "started": started,
+        }
+        if self.allow_reuse and not regenerate:
+            entry = ws.cache.lookup(plan.key)
+            if entry is not None:
+                return self._reuse(ws, context, entry, plan, record, pipeline, run_id)
+            reasons = ws.cache.explain(pipeline, self.task_id, plan.components)
+        else:
+            reasons = ["allow_reuse is false"] if not self.allow_reuse else ["regenerate_outputs requested"]
+        for reason in reasons:
+            self.log.info("running step %s: %s", self.task_id, reason)
+        record.update(status="running", reused=False, rerun_reasons=reasons)
+        ws.runs.write_step(pipeline, run_id, self.task_id, record)
+        try:
+            result = self._run(hook, ws, plan, pipeline, run_id, attempt)
+        except BaseException as exc:
+            record.update(status="failed", finished=time.time(), error=str(exc)[-4000:])
+            ws.runs.write_step(pipeline, run_id, self.task_id, record)
+            raise
+        outputs = resolve.checked_outputs(ws, plan, result)
+        metrics = dict(result.get("metrics") or {})
+        ws.cache.commit(
+            plan.key,
+            pipeline,
+            self.task_id,
+            plan.components,
+            outputs,
+            metrics,
+            {"pipeline": pipeline, "run_id": run_id, "step": self.task_id},
+        )
+        registered = resolve.register_outputs(self, ws, context, outputs, pipeline, run_id)
+        record.update(
+            status="succeeded",
+            finished=time.time(),
+            outputs=outputs,
+            metrics=metrics,
+            metric_series=result.get("metric_series") or {},
+            params_logged=result.get("params_logged") or {},
+            tags=result.get("tags") or {},
+            registered=registered,
+        )
+        ws.runs.write_step(pipeline, run_id, self.task_id, record)
+        self.log.info("step %s succeeded in %.1fs; metrics %s", self.task_id, time.time() - started, metrics)
+        return resolve.xcom_value(self.task_id, False, plan.key, None, outputs, metrics, registered, ws)
+
+    def _check_conf(self, conf: Mapping[str, Any]) -> None:
+        declared = set(self.dag.params.keys()) if self.dag is not None else set()
+        declared.add("regenerate_outputs")
+        unknown = sorted(set(conf) - declared)
+        if unknown:
+            raise ConfError(
+                f"dag_run.conf of {self.dag_id!r} has unknown key(s) {unknown}; declared params: "
+                f"{sorted(declared)}. Fix the conf (or declare the param in the pipeline definition) "
+                "and trigger again; no step ran."
+            )
+
+    def _reuse(self, ws, context, entry, plan, record, pipeline, run_id) -> dict[str, Any]:
+        origin = entry.run or {}
+        self.log.info(
+            "step %s reused: cache key %s matches run %s (nothing changed in script, snapshot, "
+            "environment, params used or inputs)",
+            self.task_id,
+            plan.key[:12],
+            origin.get("run_id"),
+        )
+        registered = resolve.register_outputs(self, ws, context, entry.outputs, pipeline, run_id)
+        record.update(
+            status="succeeded",
+            reused=True,
+            reused_from=origin,
+            finished=time.time(),
+            outputs=entry.outputs,
+            metrics=entry.metrics,
+            registered=registered,
+        )
+        ws.runs.write_step(pipeline, run_id, self.task_id, record)
+        return resolve.xcom_value(
+            self.task_id, True, plan.key, origin, entry.outputs, entry.metrics, registered, ws
+        )
+
+    def _run(self, hook, ws, plan, pipeline: str, run_id: str, attempt: int) -> dict[str, Any]:
+        from airflow_mlpipe.compute import get_target
+
+        request = resolve.step_request(self, hook, ws, plan, pipeline, run_id, attempt)
+        self._target = get_target(self.compute.get("type", "local"), self.compute)
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+        def on_log(line: str) -> None:
+            tail.append(line)
+            self.log.info("%s", line)
+
+        try:
+            code = self._target.run(request, on_log)
+        except BaseException:
+            # A task timeout (raised in this thread) or any failure: never leave the process behind.
+            self._target.kill()
+            raise
+        if self._killed.is_set():
+            raise StepFailed(f"step {self.task_id!r} was killed; no output was committed", exit_code=code)
+        if code != 0:
+            log_tail = "\n".join(tail)
+            raise StepFailed(
+                f"step {self.task_id!r} of pipeline {pipeline!r}: {self.script} exited with code {code}. "
+                f"Last {len(tail)} log lines:\n{log_tail}",
+                exit_code=code,
+                log_tail=log_tail,
+            )
+        result = ws.datastore.get_json(plan.result_key(attempt))
+        if not result or result.get("status") != "succeeded":
+            raise StepFailed(
+                f"step {self.task_id!r}: the script exited 0 but the runtime wrote no successful result "
+                f"at {plan.result_key(attempt)}; see the log above",
+                exit_code=code,
+            )
+        return result
+
+    def on_kill(self) -> None:
+        self._killed.set()
+        if self._target is not None:
+            self._target.kill()

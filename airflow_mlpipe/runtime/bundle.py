@@ -1,0 +1,186 @@
+"""Shipping the runtime into a step process that does not have airflow_mlpipe installed.
+
+Runs on the worker (and imports only the standard library, so it can also be shipped).
+
+- ``runtime_bundle()``: a small deterministic zip of ``airflow_mlpipe/__init__.py``,
+  ``errors.py``, ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime
+  uses (``datastore.py``, ``manifest.py``; ``s3.py`` and ``snapshot.py`` when they import nothing
+  beyond the standard library at import time); ``workspace/__init__.py`` is replaced by an empty one if it imports more.
+- ``bootstrap_command()``: ``python3 -u -c "..."`` that decodes the zip from the environment
+  variable ``MLPIPE_RUNTIME_ZIP_B64``, puts it on ``sys.path`` (zipimport) and runs
+  ``airflow_mlpipe.runtime.launch``: docker and kubernetes steps need an image with python3 only.
+- ``stage_runtime()``: the same files unpacked into a cache directory, for ``PYTHONPATH`` (local
+  compute: no zip to decode, faster start).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import io
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import threading
+import zipfile
+
+RUNTIME_ZIP_ENV = "MLPIPE_RUNTIME_ZIP_B64"
+RUNTIME_DIR_ENV = "MLPIPE_RUNTIME_DIR"
+# Linux refuses a single environment string longer than MAX_ARG_STRLEN (128 KiB).
+MAX_ENV_VALUE = 120_000
+
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent  # .../airflow_mlpipe
+_REQUIRED_WORKSPACE = ("datastore.py", "manifest.py")
+_OPTIONAL_WORKSPACE = ("s3.py", "snapshot.py")
+_EMPTY_WORKSPACE_INIT = b'"""Workspace modules shipped with the step runtime (stdlib only)."""\n'
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+
+_BOOTSTRAP = (
+    "import base64,os,sys,tempfile,runpy\n"
+    "d=tempfile.mkdtemp(prefix='mlpipe-runtime-')\n"
+    "p=os.path.join(d,'airflow_mlpipe_runtime.zip')\n"
+    "f=open(p,'wb');f.write(base64.b64decode(os.environ.pop('" + RUNTIME_ZIP_ENV + "')));f.close()\n"
+    "sys.path.insert(0,p)\n"
+    "runpy.run_module('airflow_mlpipe.runtime.launch',run_name='__main__',alter_sys=True)\n"
+)
+
+_lock = threading.Lock()
+_cache: dict[str, object] = {}
+
+
+def _module_level_imports(source: bytes) -> set[str]:
+    """Top-level module names imported at import time (not inside functions or classes)."""
+    tree = ast.parse(source)
+    names: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []) or [])
+                for handler in getattr(node, "handlers", []) or []:
+                    visit(handler.body)
+
+    visit(tree.body)
+    return names
+
+
+def is_stdlib_only(source: bytes) -> bool:
+    """True if the module imports nothing at import time beyond the stdlib and airflow_mlpipe."""
+    stdlib = set(getattr(sys, "stdlib_module_names", ())) | {"__future__"}
+    return all(name in stdlib or name == "airflow_mlpipe" for name in _module_level_imports(source))
+
+
+def bundle_files() -> dict[str, bytes]:
+    """arcname -> content of every file the runtime needs in a step process."""
+    files: dict[str, bytes] = {}
+    files["airflow_mlpipe/__init__.py"] = (_PACKAGE_DIR / "__init__.py").read_bytes()
+    files["airflow_mlpipe/errors.py"] = (_PACKAGE_DIR / "errors.py").read_bytes()
+    for path in sorted((_PACKAGE_DIR / "runtime").glob("*.py")):
+        files[f"airflow_mlpipe/runtime/{path.name}"] = path.read_bytes()
+    workspace = _PACKAGE_DIR / "workspace"
+    init = workspace / "__init__.py"
+    init_source = init.read_bytes() if init.exists() else b""
+    files["airflow_mlpipe/workspace/__init__.py"] = (
+        init_source if init_source and is_stdlib_only(init_source) else _EMPTY_WORKSPACE_INIT
+    )
+    for name in _REQUIRED_WORKSPACE:
+        path = workspace / name
+        if path.exists():  # manifest.py missing -> the runtime reports it when it commits outputs
+            files[f"airflow_mlpipe/workspace/{name}"] = path.read_bytes()
+    for name in _OPTIONAL_WORKSPACE:
+        path = workspace / name
+        if path.exists() and is_stdlib_only(path.read_bytes()):
+            files[f"airflow_mlpipe/workspace/{name}"] = path.read_bytes()
+    return files
+
+
+def _build() -> None:
+    files = bundle_files()
+    digest = hashlib.sha256()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for arcname in sorted(files):
+            info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, files[arcname])
+            digest.update(arcname.encode() + b"\0" + hashlib.sha256(files[arcname]).digest())
+    _cache["files"] = files
+    _cache["zip"] = buf.getvalue()
+    _cache["digest"] = digest.hexdigest()
+
+
+def _cached(name: str) -> object:
+    with _lock:
+        if name not in _cache:
+            _build()
+        return _cache[name]
+
+
+def runtime_bundle() -> bytes:
+    """The runtime as a zip (built once per process)."""
+    return _cached("zip")  # type: ignore[return-value]
+
+
+def bundle_digest() -> str:
+    """sha256 over the bundled file names and contents (names the staged copy)."""
+    return _cached("digest")  # type: ignore[return-value]
+
+
+def runtime_env() -> dict[str, str]:
+    """The environment variable that carries the zip for ``bootstrap_command``."""
+    with _lock:
+        if "b64" not in _cache:
+            if "zip" not in _cache:
+                _build()
+            _cache["b64"] = base64.b64encode(_cache["zip"]).decode("ascii")  # type: ignore[arg-type]
+        value = _cache["b64"]
+    if len(value) > MAX_ENV_VALUE:  # type: ignore[arg-type]
+        raise RuntimeError(
+            f"the runtime bundle is {len(value)} bytes in base64, over the {MAX_ENV_VALUE}-byte limit of one "  # type: ignore[arg-type]
+            "environment variable; keep airflow_mlpipe/runtime small"
+        )
+    return {RUNTIME_ZIP_ENV: value}  # type: ignore[dict-item]
+
+
+def bootstrap_command(python: str = "python3") -> list[str]:
+    """argv that runs the launcher from the zip in ``MLPIPE_RUNTIME_ZIP_B64`` (no install needed)."""
+    return [python, "-u", "-c", _BOOTSTRAP]
+
+
+def stage_runtime(root: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """Unpack the runtime under ``root`` (default ``$MLPIPE_RUNTIME_DIR`` or
+    ``~/.cache/airflow_mlpipe/runtime``) in a directory named by the bundle digest; return the
+    directory to put on ``PYTHONPATH``. Written once (temp dir + atomic rename), then reused."""
+    base = pathlib.Path(
+        root or os.environ.get(RUNTIME_DIR_ENV) or pathlib.Path.home() / ".cache" / "airflow_mlpipe" / "runtime"
+    )
+    target = base / bundle_digest()[:20]
+    if (target / "airflow_mlpipe" / "runtime" / "launch.py").is_file():
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = _cached("files")  # type: ignore[assignment]
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+    try:
+        for arcname, content in files.items():
+            dest = tmp / arcname
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(content)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "airflow_mlpipe" / "runtime" / "launch.py").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,177 @@
+"""Data movement inside a step: snapshot unpacking, inputs, output directories, output commit.
+
+Standard library only (plus whatever the datastore backend imports lazily: boto3 for S3).
+Layout below the step's cwd (docs/internals.md, "Launch context"):
+
+    ./                      the unpacked snapshot (the script and its neighbours)
+    ./.mlpipe/inputs/NAME   a downloaded input (only when the datastore is not local)
+    ./.mlpipe/outputs/NAME  an empty directory per declared output
+    ./outputs/              kept after the run (uploaded to ``kept_outputs_key``)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from typing import Any
+
+MANIFEST_NAME = "_manifest.json"
+STATE_DIR = ".mlpipe"
+
+
+class RuntimeStepError(Exception):
+    """A step could not be prepared or committed (exit code 2 unless the script itself failed)."""
+
+
+def open_workspace(uri: str) -> Any:
+    """Open the workspace datastore named in the launch context.
+
+    S3 settings travel as environment variables (never in the context): the usual ``AWS_*``
+    variables, read by boto3 itself, and ``MLPIPE_S3_ENDPOINT_URL`` for non-AWS endpoints.
+    """
+    from airflow_mlpipe.workspace.datastore import open_datastore
+
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("MLPIPE_S3_ENDPOINT_URL")
+    if endpoint and uri.startswith("s3://"):
+        options["endpoint_url"] = endpoint
+    try:
+        return open_datastore(uri, **options)
+    except Exception as exc:
+        raise RuntimeStepError(f"cannot open the workspace {uri!r}: {exc}") from exc
+
+
+# -- snapshot ---------------------------------------------------------------------------------
+def unpack_snapshot(datastore: Any, key: str, dest_dir: pathlib.Path) -> None:
+    """Unpack ``snapshots/<sha>.tar.gz`` into ``dest_dir``.
+
+    Uses ``workspace.snapshot.unpack_snapshot`` when that module is importable here (it is shipped
+    only if it needs nothing beyond the standard library), else a local equivalent that refuses
+    absolute paths, ``..`` and links that leave ``dest_dir``.
+    """
+    try:
+        from airflow_mlpipe.workspace.snapshot import unpack_snapshot as workspace_unpack
+    except ImportError:
+        workspace_unpack = None
+    if workspace_unpack is not None:
+        workspace_unpack(datastore, key, dest_dir)
+        return
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlpipe-snap-") as tmp:
+        archive = pathlib.Path(tmp) / "snapshot.tar.gz"
+        datastore.download_file(key, archive)
+        with tarfile.open(archive, "r:*") as tar:
+            members = [_safe_member(m, dest_dir) for m in tar.getmembers()]
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest_dir, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
+                tar.extractall(dest_dir, members=members)  # noqa: S202 (members checked above)
+
+
+def _safe_member(member: tarfile.TarInfo, dest_dir: pathlib.Path) -> tarfile.TarInfo:
+    name = member.name
+    target = (dest_dir / name).resolve()
+    root = dest_dir.resolve()
+    if name.startswith("/") or (target != root and root not in target.parents):
+        raise RuntimeStepError(f"snapshot member {name!r} would be written outside {dest_dir}")
+    if member.issym() or member.islnk():
+        link = (target.parent / member.linkname).resolve()
+        if member.linkname.startswith("/") or (link != root and root not in link.parents):
+            raise RuntimeStepError(f"snapshot link {name!r} -> {member.linkname!r} leaves the snapshot")
+    return member
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def materialise_inputs(datastore: Any, inputs: dict[str, Any], workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """name -> local path. A local datastore's path is used in place; otherwise the input is
+    downloaded under ``./.mlpipe/inputs/NAME`` (a ``file`` input keeps its file name there)."""
+    paths: dict[str, pathlib.Path] = {}
+    for name, spec in sorted((inputs or {}).items()):
+        key = str(spec.get("key") or "").strip("/")
+        kind = spec.get("kind", "dir")
+        if not key:
+            raise RuntimeStepError(f"input {name!r} has no key in the launch context")
+        if kind not in ("dir", "file"):
+            raise RuntimeStepError(f"input {name!r}: kind must be 'dir' or 'file', got {kind!r}")
+        if kind == "dir":
+            from airflow_mlpipe.workspace.manifest import read_manifest
+
+            if read_manifest(datastore, key) is None:
+                raise RuntimeStepError(
+                    f"input {name!r}: {datastore.uri_for(key)} has no {MANIFEST_NAME}, so it does not exist "
+                    "(the step that writes it did not finish); run the producing step again"
+                )
+        elif not datastore.exists(key):
+            raise RuntimeStepError(f"input {name!r}: {datastore.uri_for(key)} does not exist")
+        local = datastore.local_path(key)
+        if local is not None and local.exists():
+            paths[name] = local
+            continue
+        dest = workdir / STATE_DIR / "inputs" / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        if kind == "dir":
+            from airflow_mlpipe.workspace.manifest import download_output
+
+            download_output(datastore, key, dest)  # only the files its manifest lists
+            paths[name] = dest
+        else:
+            target = dest / posixpath.basename(key)
+            datastore.download_file(key, target)
+            paths[name] = target
+    return paths
+
+
+# -- outputs ----------------------------------------------------------------------------------
+def prepare_outputs(outputs: dict[str, Any], workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Create one empty local directory per declared output: ``./.mlpipe/outputs/NAME``."""
+    paths: dict[str, pathlib.Path] = {}
+    for name in sorted(outputs or {}):
+        if not (outputs[name] or {}).get("key"):
+            raise RuntimeStepError(f"output {name!r} has no key in the launch context")
+        dest = workdir / STATE_DIR / "outputs" / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        paths[name] = dest
+    return paths
+
+
+def commit_outputs(
+    datastore: Any, outputs: dict[str, Any], local_dirs: dict[str, pathlib.Path]
+) -> dict[str, dict[str, Any]]:
+    """Upload each output and write its manifest last (``workspace.manifest.commit_output``).
+
+    Returns name -> {key, digest, size, files} for result.json.
+    """
+    from airflow_mlpipe.workspace.manifest import commit_output
+
+    committed: dict[str, dict[str, Any]] = {}
+    for name in sorted(outputs or {}):
+        key = str(outputs[name]["key"]).strip("/")
+        try:
+            manifest = commit_output(datastore, local_dirs[name], key)
+        except Exception as exc:
+            raise RuntimeStepError(f"output {name!r}: upload to {datastore.uri_for(key)} failed: {exc}") from exc
+        files = manifest.get("files") or {}
+        committed[name] = {
+            "key": key,
+            "digest": manifest.get("digest"),
+            "size": manifest.get("size", sum(int(f.get("size", 0)) for f in files.values())),
+            "files": len(files),
+        }
+    return committed
+
+
+def upload_kept_outputs(datastore: Any, workdir: pathlib.Path, key: str | None) -> int:
+    """Upload ``./outputs/`` (if the script wrote anything there) to ``kept_outputs_key``."""
+    kept = workdir / "outputs"
+    if not key or not kept.is_dir() or not any(kept.iterdir()):
+        return 0
+    uploaded = datastore.upload_dir(kept, key.strip("/"))
+    return len(uploaded or [])

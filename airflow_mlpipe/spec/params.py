@@ -1,0 +1,191 @@
+"""Pipeline parameters (``params:``): the model, its own consistency checks, value checks and the
+JSON Schema handed to Airflow's ``Param``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from airflow_mlpipe.spec.refs import DATASET_REF_PATTERN, RefError, parse_dataset_ref
+from airflow_mlpipe.spec.types import STRICT, Number, describe
+
+ParamType = Literal["string", "integer", "number", "boolean", "enum", "dataset", "path"]
+PARAM_TYPES: tuple[str, ...] = ("string", "integer", "number", "boolean", "enum", "dataset", "path")
+#: the factory adds this boolean param itself (force every step to recompute).
+RESERVED_PARAMS = frozenset({"regenerate_outputs"})
+
+#: relative path without a leading '/' and without any '..' segment.
+PATH_PATTERN = r"^(?!/)(?!.*(^|/)\.\.(/|$)).+$"
+_JSON_TYPES = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "dataset": "string",
+    "path": "string",
+}
+_NUMERIC = ("integer", "number")
+_STRINGS = ("string", "path", "dataset")
+
+
+class ParamSpec(BaseModel):
+    """One pipeline parameter. It becomes an Airflow ``Param`` (trigger form, ``dag_run.conf``)."""
+
+    model_config = STRICT
+
+    type: ParamType = Field(description="Value type: string, integer, number, boolean, enum, dataset or path.")
+    default: Any = Field(None, description="Default value; without one the param must be given at trigger time.")
+    description: str | None = Field(None, description="Shown in the trigger form.")
+    minimum: Number | None = Field(None, description="integer/number: smallest allowed value.")
+    maximum: Number | None = Field(None, description="integer/number: largest allowed value.")
+    exclusive_minimum: Number | None = Field(None, description="integer/number: value must be greater.")
+    exclusive_maximum: Number | None = Field(None, description="integer/number: value must be smaller.")
+    values: list[Any] | None = Field(None, description="enum: the allowed values (required for enum).")
+    min_length: int | None = Field(None, ge=0, description="string: shortest allowed length.")
+    max_length: int | None = Field(None, ge=0, description="string: longest allowed length.")
+    pattern: str | None = Field(None, description="string: regular expression the value must match.")
+
+    # -- consistency of the declaration itself ---------------------------------------------------
+
+    def declaration_problems(self) -> list[tuple[str, str]]:
+        """``[(field, message)]`` for fields that do not fit this param's type, then the default."""
+        out: list[tuple[str, str]] = []
+        t = self.type
+        if t != "enum" and self.values is not None:
+            out.append(("values", f"'values' is only for enum params (this one is {t})"))
+        if t == "enum":
+            if not self.values:
+                out.append(("type", "an enum param needs a non-empty 'values' list"))
+            else:
+                for v in self.values:
+                    if isinstance(v, (dict, list)) or v is None:
+                        out.append(("values", f"enum values must be strings, numbers or booleans, got {describe(v)}"))
+                        break
+                if len({repr(v) for v in self.values}) != len(self.values):
+                    out.append(("values", "enum values must be unique"))
+        for field in ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum"):
+            if getattr(self, field) is not None and t not in _NUMERIC:
+                out.append((field, f"'{field}' is only for integer and number params (this one is {t})"))
+        for field in ("min_length", "max_length", "pattern"):
+            if getattr(self, field) is not None and t != "string":
+                out.append((field, f"'{field}' is only for string params (this one is {t})"))
+        lo = self.minimum if self.minimum is not None else self.exclusive_minimum
+        hi = self.maximum if self.maximum is not None else self.exclusive_maximum
+        if lo is not None and hi is not None and lo > hi:
+            out.append(("maximum", f"the bounds are empty: minimum {lo} is above maximum {hi}"))
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            out.append(("max_length", f"min_length {self.min_length} is above max_length {self.max_length}"))
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                out.append(("pattern", f"invalid regular expression {self.pattern!r}: {exc}"))
+        if self.default is not None and not out:
+            for msg in self.value_problems(self.default):
+                out.append(("default", f"default {describe(self.default)} is invalid: {msg}"))
+        return out
+
+    # -- values --------------------------------------------------------------------------------
+
+    def value_problems(self, value: Any) -> list[str]:
+        """Why ``value`` is not acceptable for this param ([] when it is). Used for the default and,
+        by the factory/operator, for values from ``dag_run.conf``."""
+        t = self.type
+        if value is None:
+            return ["a value is required"]
+        if t == "boolean":
+            return [] if isinstance(value, bool) else [f"expected true or false, got {describe(value)}"]
+        if t == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return [f"expected an integer, got {describe(value)}"]
+            return self._bounds(value)
+        if t == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return [f"expected a number, got {describe(value)}"]
+            return self._bounds(value)
+        if t == "enum":
+            allowed = self.values or []
+            if any(value == v and type(value) is type(v) for v in allowed):
+                return []
+            return [f"must be one of {', '.join(describe(v) for v in allowed)}, got {describe(value)}"]
+        if not isinstance(value, str):
+            return [f"expected a string, got {describe(value)}"]
+        if t == "dataset":
+            try:
+                parse_dataset_ref(value)
+            except RefError as exc:
+                return [str(exc)]
+            return []
+        if t == "path":
+            return path_problems(value)
+        out = []
+        if self.min_length is not None and len(value) < self.min_length:
+            out.append(f"shorter than min_length {self.min_length}")
+        if self.max_length is not None and len(value) > self.max_length:
+            out.append(f"longer than max_length {self.max_length}")
+        if self.pattern is not None:
+            try:
+                if re.search(self.pattern, value) is None:
+                    out.append(f"does not match pattern {self.pattern!r}")
+            except re.error:
+                pass
+        return out
+
+    def _bounds(self, value: int | float) -> list[str]:
+        out = []
+        if self.minimum is not None and value < self.minimum:
+            out.append(f"below minimum {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            out.append(f"above maximum {self.maximum}")
+        if self.exclusive_minimum is not None and value <= self.exclusive_minimum:
+            out.append(f"must be greater than {self.exclusive_minimum}")
+        if self.exclusive_maximum is not None and value >= self.exclusive_maximum:
+            out.append(f"must be less than {self.exclusive_maximum}")
+        return out
+
+
+def path_problems(value: str) -> list[str]:
+    """A ``path`` param value is a relative path inside the workspace: no leading '/', no '..'."""
+    if not value.strip():
+        return ["a path cannot be empty"]
+    if value.startswith("/") or value.startswith("\\") or re.match(r"^[A-Za-z]:[\\/]", value):
+        return [f"{value!r} is absolute: a path param is relative to the workspace root"]
+    if ".." in re.split(r"[\\/]", value):
+        return [f"{value!r} contains a '..' segment: a path param must stay inside the workspace"]
+    return []
+
+
+def param_json_schema(param: ParamSpec) -> dict[str, Any]:
+    """The JSON Schema of ``param`` as Airflow's ``Param`` takes it (``description`` excluded: it is
+    ``param.description``, passed to ``Param`` separately)."""
+    schema: dict[str, Any] = {}
+    if param.type == "enum":
+        schema["enum"] = list(param.values or [])
+        kinds = {type(v) for v in param.values or []}
+        if kinds == {str}:
+            schema["type"] = "string"
+        return schema
+    schema["type"] = _JSON_TYPES[param.type]
+    if param.type in _NUMERIC:
+        for field, key in (
+            ("minimum", "minimum"),
+            ("maximum", "maximum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+            ("exclusive_maximum", "exclusiveMaximum"),
+        ):
+            if getattr(param, field) is not None:
+                schema[key] = getattr(param, field)
+    elif param.type == "string":
+        if param.min_length is not None:
+            schema["minLength"] = param.min_length
+        if param.max_length is not None:
+            schema["maxLength"] = param.max_length
+        if param.pattern is not None:
+            schema["pattern"] = param.pattern
+    elif param.type == "dataset":
+        schema["pattern"] = DATASET_REF_PATTERN
+    elif param.type == "path":
+        schema["pattern"] = PATH_PATTERN
+    return schema

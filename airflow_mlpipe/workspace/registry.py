@@ -1,0 +1,327 @@
+"""One versioned-registry mechanism for datasets and models (docs/internals.md, workspace layout).
+
+```
+<kind>/<name>/versions/<000001>.json   version record, claimed with create_json (unique, consecutive)
+<kind>/<name>/data/<digest>/...        content, copied in once (manifest last), immutable
+<kind>/<name>/digests/<digest>.json    {"version": N}: the first version holding this content
+<kind>/<name>/aliases/<alias>.json     {"version": N, "history": [...]}, compare-and-swap writes
+```
+
+Registering content that an existing version already holds returns that version. Two writers that
+register the *same new* content at the same instant may both get a version (each is valid and the
+digest index names the first); different content always gets distinct, consecutive numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import random
+import re
+import tempfile
+import time
+from typing import Any
+
+from airflow_mlpipe.errors import ConflictError, NotFoundError
+from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
+from airflow_mlpipe.workspace.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    commit_output,
+    hash_file,
+    make_manifest,
+    now_iso,
+    read_manifest,
+)
+
+__all__ = ["KINDS", "VersionedRegistry", "Version", "check_name"]
+
+KINDS = ("datasets", "models")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_WIDTH = 6
+MAX_CLAIM_ATTEMPTS = 200
+MAX_CAS_ATTEMPTS = 100
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    name: str
+    version: int
+    digest: str
+    key: str  # the data prefix (holds a _manifest.json)
+    uri: str
+    size: int
+    files: int
+    created: str
+    description: str = ""
+    tags: dict = dataclasses.field(default_factory=dict)
+    producing_run: dict | None = None
+    extra: dict | None = None
+    kind: str = "datasets"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Version:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in fields})
+
+
+class VersionedRegistry:
+    """Named, numbered, immutable versions of content in one datastore (``kind``: datasets or models)."""
+
+    def __init__(self, datastore: Datastore, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
+        self.datastore = datastore
+        self.kind = kind
+        self._singular = kind[:-1]
+
+    # -- keys
+    def _base(self, name: str) -> str:
+        return f"{self.kind}/{check_name(name, self._singular + ' name')}"
+
+    def _version_key(self, name: str, version: int) -> str:
+        return f"{self._base(name)}/versions/{version:0{_WIDTH}d}.json"
+
+    def data_key(self, name: str, digest: str) -> str:
+        return f"{self._base(name)}/data/{digest}"
+
+    def _alias_key(self, name: str, alias: str) -> str:
+        return f"{self._base(name)}/aliases/{check_name(alias, 'alias')}.json"
+
+    # -- reading
+    def list_names(self) -> list[str]:
+        return [name for name in self.datastore.list_dirs(self.kind) if _NAME.match(name)]
+
+    def version_numbers(self, name: str) -> list[int]:
+        prefix = f"{self._base(name)}/versions"
+        numbers = []
+        for info in self.datastore.list(prefix):
+            stem = info.key[len(prefix) + 1 :].removesuffix(".json")
+            if stem.isdigit() and "/" not in stem:
+                numbers.append(int(stem))
+        return sorted(numbers)
+
+    def list_versions(self, name: str) -> list[Version]:
+        return [self.get(name, n) for n in self.version_numbers(name)]
+
+    def get(self, name: str, version: int | str = "latest") -> Version:
+        if version in ("latest", None):
+            numbers = self.version_numbers(name)
+            if not numbers:
+                raise NotFoundError(self._missing(name))
+            version = numbers[-1]
+        if isinstance(version, str):
+            if not version.isdigit():
+                raise ValueError(f"invalid {self._singular} version {version!r}: a number or 'latest'")
+            version = int(version)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"invalid {self._singular} version {version!r}: a number >= 1 or 'latest'")
+        doc = self.datastore.get_json_or_none(self._version_key(name, version))
+        if doc is None:
+            numbers = self.version_numbers(name)
+            if not numbers:
+                raise NotFoundError(self._missing(name))
+            raise NotFoundError(
+                f"{self._singular} {name!r} has no version {version} in {self.datastore.uri}; "
+                f"versions are {numbers[0]}..{numbers[-1]}"
+            )
+        return Version.from_dict(doc)
+
+    def _missing(self, name: str) -> str:
+        names = self.list_names()
+        hint = f" (registered: {', '.join(names[:20])})" if names else ""
+        return f"{self._singular} {name!r} is not registered in {self.datastore.uri}{hint}"
+
+    def resolve(self, ref: str) -> Version:
+        """``name`` / ``name:latest`` / ``name:3``, or ``<kind>:/name/3`` / ``<kind>:/name@alias``."""
+        if not isinstance(ref, str) or not ref:
+            raise ValueError(f"invalid {self._singular} reference {ref!r}")
+        scheme = f"{self.kind}:/"
+        if ref.startswith(scheme):
+            rest = ref[len(scheme) :]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                number = self.get_alias(name, alias)
+                if number is None:
+                    raise NotFoundError(f"{self._singular} {name!r} has no alias {alias!r} in {self.datastore.uri}")
+                return self.get(name, number)
+            name, _, version = rest.partition("/")
+            return self.get(name, version or "latest")
+        name, _, version = ref.partition(":")
+        return self.get(name, version or "latest")
+
+    def find_by_digest(self, name: str, digest: str) -> Version | None:
+        """The version of ``name`` holding content ``digest`` (index first, then the latest version)."""
+        index = self.datastore.get_json_or_none(f"{self._base(name)}/digests/{digest}.json")
+        if isinstance(index, dict) and isinstance(index.get("version"), int):
+            try:
+                found = self.get(name, index["version"])
+            except NotFoundError:
+                found = None
+            if found is not None and found.digest == digest:
+                return found
+        numbers = self.version_numbers(name)
+        if numbers:
+            latest = self.get(name, numbers[-1])
+            if latest.digest == digest:
+                return latest
+        return None
+
+    # -- registering
+    def register(
+        self,
+        name: str,
+        source: str | os.PathLike,
+        description: str = "",
+        tags: dict | None = None,
+        producing_run: dict | None = None,
+        extra: dict | None = None,
+    ) -> Version:
+        """Register ``source`` as the next version of ``name`` (or return the version that already holds
+        the same content). ``source``: a local path (``pathlib.Path`` or an absolute string; a file or a
+        directory) or a datastore key (a relative string: a committed output prefix, a directory or a file)."""
+        base = self._base(name)
+        with tempfile.TemporaryDirectory(prefix="mlpipe-register-") as scratch:
+            local, manifest, src_prefix = self._stage(source, pathlib.Path(scratch))
+            digest = manifest["digest"]
+            existing = self.find_by_digest(name, digest)
+            if existing is not None:
+                return existing
+            data_key = f"{base}/data/{digest}"
+            if read_manifest(self.datastore, data_key) is None:  # else: the content is already there
+                if local is not None:
+                    commit_output(self.datastore, local, data_key, manifest=manifest)
+                else:
+                    self._copy_committed(src_prefix, data_key, manifest)
+        record = {
+            "kind": self.kind,
+            "name": name,
+            "digest": digest,
+            "key": data_key,
+            "uri": self.datastore.uri_for(data_key),
+            "size": int(manifest["size"]),
+            "files": len(manifest["files"]),
+            "created": now_iso(),
+            "description": description or "",
+            "tags": dict(tags or {}),
+            "producing_run": producing_run,
+            "extra": extra,
+        }
+        numbers = self.version_numbers(name)
+        number = (numbers[-1] if numbers else 0) + 1
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            if self.datastore.create_json(self._version_key(name, number), {**record, "version": number}):
+                self.datastore.create_json(f"{base}/digests/{digest}.json", {"version": number})
+                return Version.from_dict({**record, "version": number})
+            number += 1  # another writer took it: try the next number
+        raise ConflictError(
+            f"could not claim a version number for {self._singular} {name!r} after {MAX_CLAIM_ATTEMPTS} tries; "
+            "too many concurrent registrations, retry later"
+        )
+
+    def _stage(self, source: Any, scratch: pathlib.Path) -> tuple[pathlib.Path | None, dict, str | None]:
+        """-> (local directory to upload or None, manifest, committed datastore prefix or None)."""
+        if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.isabs(source)):
+            path = pathlib.Path(source)
+            if path.is_dir():
+                return path, build_manifest(path), None
+            if path.is_file():
+                return (*self._single_file(path, scratch), None)
+            raise NotFoundError(f"cannot register {self._singular}: local path {str(path)!r} does not exist")
+        if not isinstance(source, str):
+            raise TypeError(f"source must be a path or a datastore key, not {type(source).__name__}")
+        key = check_prefix(source)
+        local = self.datastore.local_path(key) if key else None
+        if local is not None and (local.is_dir() or local.is_file()):
+            manifest = read_manifest(self.datastore, key) if local.is_dir() else None
+            if manifest is not None:
+                return None, manifest, key
+            return self._stage(local, scratch)
+        manifest = read_manifest(self.datastore, key)
+        if manifest is not None:
+            return None, manifest, key  # a committed output: server-side copy, no rehash
+        if key and self.datastore.exists(key):
+            path = scratch / "download" / key.rsplit("/", 1)[-1]
+            path.parent.mkdir()
+            self.datastore.download_file(key, path)
+            return (*self._single_file(path, scratch), None)
+        target = scratch / "download"
+        if not self.datastore.download_dir(key, target):
+            raise NotFoundError(f"cannot register {self._singular}: {self.datastore.uri_for(key)} holds nothing")
+        return target, build_manifest(target), None
+
+    @staticmethod
+    def _single_file(path: pathlib.Path, scratch: pathlib.Path) -> tuple[pathlib.Path, dict]:
+        stage = scratch / "file"
+        stage.mkdir(exist_ok=True)
+        target = stage / path.name
+        if not target.exists():
+            os.symlink(path.resolve(), target)  # local_files follows file symlinks: no copy
+        files = {path.name: {"size": path.stat().st_size, "sha256": hash_file(path)}}
+        return stage, make_manifest(files)
+
+    def _copy_committed(self, src_prefix: str, data_key: str, manifest: dict) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.datastore.delete_prefix(data_key)
+        pairs = [(join_key(src_prefix, rel), join_key(data_key, rel)) for rel in manifest["files"]]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda pair: self.datastore.copy(*pair), pairs))
+        self.datastore.put_json(join_key(data_key, MANIFEST_NAME), manifest)
+
+    # -- aliases (models use them: production, staging...)
+    def get_alias(self, name: str, alias: str) -> int | None:
+        doc = self.datastore.get_json_or_none(self._alias_key(name, alias))
+        return doc.get("version") if isinstance(doc, dict) else None
+
+    def alias_record(self, name: str, alias: str) -> dict | None:
+        return self.datastore.get_json_or_none(self._alias_key(name, alias))
+
+    def list_aliases(self, name: str) -> dict[str, int]:
+        prefix = f"{self._base(name)}/aliases"
+        out = {}
+        for info in self.datastore.list(prefix):
+            alias = info.key[len(prefix) + 1 :].removesuffix(".json")
+            number = self.get_alias(name, alias)
+            if number is not None:
+                out[alias] = number
+        return out
+
+    def set_alias(self, name: str, alias: str, version: int, reason: dict | None = None) -> dict:
+        """Point ``alias`` at ``version`` (compare-and-swap, retried); returns the new alias record."""
+        self.get(name, version)  # NotFoundError if the version does not exist
+        key = self._alias_key(name, alias)
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            current = self.datastore.get_json_with_etag(key)
+            doc, etag = current if current is not None else ({}, None)
+            history = list(doc.get("history") or []) if isinstance(doc, dict) else []
+            history.append({"version": version, "set_at": now_iso(), "reason": reason})
+            new = {"name": name, "alias": alias, "version": version, "history": history}
+            if self.datastore.put_json_if(key, new, etag):
+                return new
+            time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))  # noqa: S311 - jitter only
+        raise ConflictError(
+            f"could not move alias {alias!r} of {self._singular} {name!r}: {MAX_CAS_ATTEMPTS} concurrent updates won; retry"
+        )
+
+    def resolve_model_ref(self, ref: str) -> Version:
+        """``models:/NAME/3``, ``models:/NAME/latest``, ``models:/NAME@ALIAS`` (and the ``NAME:3`` forms)."""
+        return self.resolve(ref)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.datastore.delete(self._alias_key(name, alias))
+

@@ -1,0 +1,104 @@
+"""``make demo``: start Airflow standalone on dags_examples/, trigger a pipeline through the REST API with
+a parameter override, wait for it and print what the run produced (read from the run itself: task states
+and the steps' XComs), then leave Airflow running until ``make stop``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import standalone  # noqa: E402
+
+from airflow_mlpipe.client import AirflowClient  # noqa: E402
+
+REPO = standalone.REPO
+console = Console()
+
+
+def running_server(home: pathlib.Path) -> dict | None:
+    info_file = home / "standalone.json"
+    pid_file = home / "standalone.pid"
+    if not (info_file.exists() and pid_file.exists()):
+        return None
+    info = json.loads(info_file.read_text())
+    url = f"http://localhost:{info['port']}"
+    try:
+        if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code != 200:
+            return None
+    except httpx.HTTPError:
+        return None
+    passwords = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    return {"url": url, "username": "admin", "password": json.loads(passwords.read_text())["admin"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", type=pathlib.Path, default=REPO / ".demo")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--dag", default="mlpipe_quickstart")
+    parser.add_argument("--param", action="append", default=["rows=3000"], help="NAME=JSON_VALUE override")
+    args = parser.parse_args()
+
+    conf = {}
+    for item in args.param:
+        name, _, raw = item.partition("=")
+        try:
+            conf[name] = json.loads(raw)
+        except ValueError:
+            conf[name] = raw
+
+    server = running_server(args.home)
+    if server:
+        console.print(f"Airflow already running at {server['url']}")
+    else:
+        console.print(f"Starting airflow standalone on port {args.port} (home {args.home}) ...")
+        t0 = time.monotonic()
+        server = standalone.start(args.home, REPO / "dags_examples", port=args.port)
+        console.print(f"Airflow answered after {time.monotonic() - t0:.0f}s")
+
+    with AirflowClient(server["url"], username=server["username"], password=server["password"]) as client:
+        standalone.wait_for_dag(client, args.dag)
+        client.set_paused(args.dag, False)
+        run = client.trigger(args.dag, conf)
+        run_id = run["dag_run_id"]
+        console.print(f"Triggered [bold]{args.dag}[/] through the REST API: run {run_id}, conf {json.dumps(conf)}")
+        t0 = time.monotonic()
+        with console.status("waiting for the run ...") as status:
+            run = client.wait(args.dag, run_id, timeout=1800,
+                              on_poll=lambda r: status.update(f"run is {r['state']} ({time.monotonic() - t0:.0f}s)"))
+        print_summary(client, args.dag, run)
+    console.print(f"\nAirflow UI: {server['url']}  (login admin / {server['password']})")
+    console.print("Airflow keeps running; stop it with `make stop`.")
+    return 0 if run["state"] == "success" else 1
+
+
+def print_summary(client: AirflowClient, dag_id: str, run: dict) -> None:
+    run_id = run["dag_run_id"]
+    tis = sorted(client.task_instances(dag_id, run_id), key=lambda ti: ti.get("start_date") or "")
+    table = Table(title=f"{dag_id} / {run_id}: {run['state']}")
+    for col in ("step", "state", "outcome", "seconds", "metrics", "outputs"):
+        table.add_column(col)
+    for ti in tis:
+        value = client.xcom(dag_id, run_id, ti["task_id"]) if ti["state"] == "success" else None
+        value = value if isinstance(value, dict) else {}
+        outcome = "reused" if value.get("reused") else ("ran" if value else "-")
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in (value.get("metrics") or {}).items())
+        outputs = "\n".join(f"{k}: {v['uri']}" for k, v in (value.get("outputs") or {}).items())
+        registered = ", ".join(f"{k} v{v}" for k, v in (value.get("registered") or {}).items())
+        if registered:
+            outputs += f"\nregistered: {registered}"
+        table.add_row(ti["task_id"], ti["state"], outcome, f"{ti.get('duration') or 0:.1f}", metrics, outputs)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
