@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
-from airflow_mlpipe.spec.types import STRICT, Cpu, Memory, PositiveNumber, StrMap, describe, none_to_empty_list
+from airflow_mlpipe.spec.types import (
+    STRICT,
+    Cpu,
+    Memory,
+    PositiveNumber,
+    StrMap,
+    describe,
+    none_to_empty_list,
+)
 
 _MOUNT_RE = re.compile(r"^[^:]+:/[^:]*(:(ro|rw))?$")
 
@@ -19,7 +27,8 @@ class LocalCompute(BaseModel):
 
     type: Literal["local"] = Field(description="local")
     venv_dir: str | None = Field(
-        None, description="Where environment venvs are built and cached (default: a per-user cache directory)."
+        None,
+        description="Where environment venvs are built and cached (default: a per-user cache directory).",
     )
 
 
@@ -83,7 +92,9 @@ class KubernetesCompute(BaseModel):
     image_pull_secrets: Annotated[list[str], BeforeValidator(none_to_empty_list)] = Field(
         default_factory=list, description="Names of image pull secrets."
     )
-    kubernetes_conn_id: str | None = Field(None, description="Airflow connection of the cluster (default: in-cluster).")
+    kubernetes_conn_id: str | None = Field(
+        None, description="Airflow connection of the cluster (default: in-cluster)."
+    )
     labels: StrMap = Field(default_factory=dict, description="Extra pod labels.")
     annotations: StrMap = Field(default_factory=dict, description="Extra pod annotations.")
 

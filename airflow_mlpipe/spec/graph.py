@@ -45,11 +45,9 @@ def find_cycles(names: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> 
             break
         except graphlib.CycleError as exc:
             cycle = list(exc.args[1])[:-1]  # graphlib repeats the first node at the end
-            # graphlib lists the cycle in "depends on" order; rotate to the first-written step
             start = min(range(len(cycle)), key=lambda i: index[cycle[i]])
-            cycle = cycle[start:] + cycle[:start]
-            # graphlib's cycle goes node -> its predecessor... normalise to "needs" direction
-            if len(cycle) > 1 and cycle[1] not in graph[cycle[0]]:
+            cycle = cycle[start:] + cycle[:start]  # start at the first-written step
+            if len(cycle) > 1 and cycle[1] not in graph[cycle[0]]:  # graphlib lists predecessors first
                 cycle = [cycle[0], *reversed(cycle[1:])]
             cycles.append([*cycle, cycle[0]])
             drop = set(cycle)

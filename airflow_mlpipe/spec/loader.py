@@ -51,7 +51,10 @@ class _Builder:
         if ctor is None:
             line = node.start_mark.line + 1
             raise yaml.constructor.ConstructorError(
-                None, None, f"unsupported YAML tag {tag!r} on line {line}: definitions are plain data", node.start_mark
+                None,
+                None,
+                f"unsupported YAML tag {tag!r} on line {line}: definitions are plain data",
+                node.start_mark,
             )
         try:
             return ctor(self.loader, node)
@@ -95,16 +98,23 @@ class _Builder:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(
-                    (key_node.start_mark.line + 1, path, "a mapping key must be a plain value, not a list or mapping")
+                    (
+                        key_node.start_mark.line + 1,
+                        path,
+                        "a mapping key must be a plain value, not a list or mapping",
+                    )
                 )
                 continue
             k = self.scalar(key_node)
             line = key_node.start_mark.line + 1
             sub = (*path, k)
             if k in first_line:
-                shown = ".".join(str(p) for p in sub)
                 self.problems.append(
-                    (line, sub, f"duplicate key {k!r} (first defined on line {first_line[k]}): {shown} is defined twice")
+                    (
+                        line,
+                        sub,
+                        f"duplicate key {k!r}: already defined on line {first_line[k]} (keys must be unique)",
+                    )
                 )
                 continue
             first_line[k] = line
@@ -115,7 +125,9 @@ class _Builder:
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for src in sources:
                 if not isinstance(src, yaml.MappingNode):
-                    self.problems.append((src.start_mark.line + 1, path, "'<<' merges a mapping (or a list of mappings)"))
+                    self.problems.append(
+                        (src.start_mark.line + 1, path, "'<<' merges a mapping (or a list of mappings)")
+                    )
                     continue
                 sub_map = self.build(src, path)
                 for k, v in sub_map.items():

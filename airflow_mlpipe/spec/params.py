@@ -35,8 +35,12 @@ class ParamSpec(BaseModel):
 
     model_config = STRICT
 
-    type: ParamType = Field(description="Value type: string, integer, number, boolean, enum, dataset or path.")
-    default: Any = Field(None, description="Default value; without one the param must be given at trigger time.")
+    type: ParamType = Field(
+        description="Value type: string, integer, number, boolean, enum, dataset or path."
+    )
+    default: Any = Field(
+        None, description="Default value; without one the param must be given at trigger time."
+    )
     description: str | None = Field(None, description="Shown in the trigger form.")
     minimum: Number | None = Field(None, description="integer/number: smallest allowed value.")
     maximum: Number | None = Field(None, description="integer/number: largest allowed value.")
@@ -61,7 +65,9 @@ class ParamSpec(BaseModel):
             else:
                 for v in self.values:
                     if isinstance(v, (dict, list)) or v is None:
-                        out.append(("values", f"enum values must be strings, numbers or booleans, got {describe(v)}"))
+                        out.append(
+                            ("values", f"enum values must be strings, numbers or booleans, got {describe(v)}")
+                        )
                         break
                 if len({repr(v) for v in self.values}) != len(self.values):
                     out.append(("values", "enum values must be unique"))

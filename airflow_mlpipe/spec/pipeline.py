@@ -7,7 +7,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
 from airflow_mlpipe.spec.compute import ComputeTarget, EnvironmentSpec
 from airflow_mlpipe.spec.graph import topological_order
@@ -25,7 +33,17 @@ from airflow_mlpipe.spec.types import (
     none_to_empty_list,
 )
 
-CRON_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+CRON_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+)
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-LW#]+$")
 
 
@@ -102,9 +120,9 @@ class PipelineSpec(BaseModel):
     tags: Annotated[list[str], BeforeValidator(none_to_empty_list)] = Field(
         default_factory=list, description="DAG tags."
     )
-    schedule: Annotated[ScheduleSpec | None, BeforeValidator(_schedule, json_schema_input_type=str | ScheduleSpec | None)] = Field(
-        None, description="null (manual only), a cron string or preset, or {cron, datasets}."
-    )
+    schedule: Annotated[
+        ScheduleSpec | None, BeforeValidator(_schedule, json_schema_input_type=str | ScheduleSpec | None)
+    ] = Field(None, description="null (manual only), a cron string or preset, or {cron, datasets}.")
     start_date: StartDate | None = Field(None, description="First data interval (absolute date or datetime).")
     max_active_runs: int | None = Field(None, ge=1, description="Concurrent runs of the pipeline.")
     catchup: bool = Field(False, description="Run the schedule's missed intervals since start_date.")

@@ -125,6 +125,8 @@ def walk_loc(model: type[BaseModel], loc: tuple) -> tuple[tuple, type[BaseModel]
     owner: type[BaseModel] | None = model
     tags: dict[str, type] = {}
     for item in loc:
+        if item == "[key]":
+            break
         tp = _unwrap(tp)
         tags = _union_models(tp)
         if tags and item in tags:
@@ -138,8 +140,6 @@ def walk_loc(model: type[BaseModel], loc: tuple) -> tuple[tuple, type[BaseModel]
             tp = info.annotation if info is not None else Any
             continue
         origin = typing.get_origin(tp)
-        if item == "[key]":
-            continue
         path.append(item)
         if origin is dict:
             tp = typing.get_args(tp)[1]
@@ -162,7 +162,9 @@ _TYPE_WORDS = {
 }
 
 
-def translate(model: type[BaseModel], error: dict[str, Any], prefix: tuple = ()) -> tuple[tuple, str, str | None]:
+def translate(
+    model: type[BaseModel], error: dict[str, Any], prefix: tuple = ()
+) -> tuple[tuple, str, str | None]:
     """One pydantic error -> ``(yaml path, message, hint)``."""
     loc = tuple(error.get("loc", ()))
     path, owner, tags = walk_loc(model, loc)
@@ -170,6 +172,12 @@ def translate(model: type[BaseModel], error: dict[str, Any], prefix: tuple = ())
     value = error.get("input")
     ctx = error.get("ctx") or {}
     full = (*prefix, *path)
+    if "[key]" in loc:  # a mapping key of the wrong type, e.g. "1:" read as an integer
+        return (
+            full,
+            f"invalid name {describe(path[-1] if path else value)}: names are strings (quote it)",
+            None,
+        )
     if kind == "extra_forbidden":
         field = path[-1] if path else "?"
         fields = list(owner.model_fields) if owner is not None else []
@@ -197,7 +205,9 @@ def translate(model: type[BaseModel], error: dict[str, Any], prefix: tuple = ())
         if kind.startswith(prefix_word + "_") and kind.endswith(("_type", "_parsing", "_from_float")):
             return full, f"expected {words}, got {describe(value)}", None
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[
+            kind
+        ]
         bound = next(iter(ctx.values()), "?")
         return full, f"must be {op} {bound}, got {describe(value)}", None
     msg = str(error.get("msg", "invalid value")).rstrip(".")

@@ -29,7 +29,9 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_-]*"
 _DATASET = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _EXPR_RE = re.compile(rf"^(params|inputs|outputs|run)\.({_IDENT})$|^steps\.({_IDENT})\.outputs\.({_IDENT})$")
 _DATASET_REF_RE = re.compile(rf"^({_DATASET})(?::([0-9]+|latest))?$")
-_MODEL_REF_RE = re.compile(r"^models:/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/([0-9]+)|@([A-Za-z0-9_][A-Za-z0-9_-]*))$")
+_MODEL_REF_RE = re.compile(
+    r"^models:/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/([0-9]+)|@([A-Za-z0-9_][A-Za-z0-9_-]*))$"
+)
 
 #: JSON Schema pattern of a dataset reference string (``name``, ``name:3``, ``name:latest``).
 DATASET_REF_PATTERN = rf"^{_DATASET}(:([0-9]+|latest))?$"
@@ -117,17 +119,21 @@ def parse_template(template: str) -> list[str | Ref]:
         elif template.startswith("${", j):
             close = template.find("}", j + 2)
             if close < 0:
-                raise RefError(f"unclosed reference in {template!r}: '${{' without '}}' (write $${{ for a literal)")
-            if buf:
-                parts.append("".join(buf))
-                buf = []
+                raise RefError(
+                    f"unclosed reference in {template!r}: '${{' without '}}' (write $${{ for a literal)"
+                )
+            literal = "".join(buf)
+            if literal:
+                parts.append(literal)
+            buf = []
             parts.append(_parse_expr(template[j + 2 : close].strip(), j, close + 1))
             i = close + 1
         else:
             buf.append("$")
             i = j + 1
-    if buf and "".join(buf):
-        parts.append("".join(buf))
+    literal = "".join(buf)
+    if literal:
+        parts.append(literal)
     return parts
 
 
@@ -221,7 +227,9 @@ def parse_input(text: str) -> InputRef:
     if text.startswith("models:"):
         m = _MODEL_REF_RE.match(text)
         if m is None:
-            raise RefError(f"invalid model reference {text!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+            raise RefError(
+                f"invalid model reference {text!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS"
+            )
         version = int(m.group(2)) if m.group(2) else None
         return InputRef("model", m.group(1), version=version, alias=m.group(3), raw=text)
     if "$" in text:

@@ -60,7 +60,9 @@ class OutputSpec(BaseModel):
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
         except ValueError as exc:
-            raise ValueError(f"invalid destination {value!r}: {exc} (write {{{{ for a literal brace)") from exc
+            raise ValueError(
+                f"invalid destination {value!r}: {exc} (write {{{{ for a literal brace)"
+            ) from exc
         for field in fields:
             if field not in DESTINATION_FIELDS:
                 raise ValueError(
@@ -68,7 +70,9 @@ class OutputSpec(BaseModel):
                     "{step} and {output}"
                 )
         if _relative_parts(value) is None:
-            raise ValueError(f"destination {value!r} must be a relative path inside the workspace, without '..'")
+            raise ValueError(
+                f"destination {value!r} must be a relative path inside the workspace, without '..'"
+            )
         return value
 
 
@@ -105,7 +109,8 @@ class StepBase(BaseModel):
         default_factory=list, description="Free-form tags recorded on the step's runs."
     )
     inputs: Annotated[dict[str, str], BeforeValidator(none_to_empty_dict)] = Field(
-        default_factory=dict, description="name -> reference (dataset, model, param or another step's output)."
+        default_factory=dict,
+        description="name -> reference (dataset, model, param or another step's output).",
     )
     outputs: Annotated[dict[str, OutputSpec], BeforeValidator(_outputs)] = Field(
         default_factory=dict, description="name -> output settings ({} or null for the defaults)."
@@ -117,7 +122,9 @@ class StepBase(BaseModel):
     environment: str | None = Field(None, description="Environment name (default: defaults.environment).")
     allow_reuse: bool = Field(True, description="Reuse a previous run's outputs when nothing changed.")
     retries: int | None = Field(None, ge=0, description="Retries (default: defaults.retries).")
-    timeout: Duration | None = Field(None, description="Time limit, e.g. 600, '10m', '1h30m' (default: defaults.timeout).")
+    timeout: Duration | None = Field(
+        None, description="Time limit, e.g. 600, '10m', '1h30m' (default: defaults.timeout)."
+    )
     resources: Resources | None = Field(None, description="cpu / memory / gpu for this step.")
 
     # -- hooks used by the validator ---------------------------------------------------------
@@ -168,10 +175,20 @@ class PythonStep(StepBase):
             return []
         src = base_dir / self.source_directory
         if not src.is_dir():
-            return [(("source_directory",), f"source directory '{self.source_directory}' not found (looked in {src})")]
+            return [
+                (
+                    ("source_directory",),
+                    f"source directory '{self.source_directory}' not found (looked in {src})",
+                )
+            ]
         script = src / PurePosixPath(self.script)
         if not script.is_file():
-            return [(("script",), f"script '{self.script}' not found in source directory '{self.source_directory}' ({src})")]
+            return [
+                (
+                    ("script",),
+                    f"script '{self.script}' not found in source directory '{self.source_directory}' ({src})",
+                )
+            ]
         return []
 
 

@@ -70,8 +70,7 @@ def _pipeline_name(value: Any) -> Any:
 def _dataset_name(value: Any) -> Any:
     if not isinstance(value, str) or not _DATASET_RE.match(value):
         raise ValueError(
-            f"invalid dataset name {describe(value)}: use letters, digits, '_', '.' and '-' "
-            "(no version here)"
+            f"invalid dataset name {describe(value)}: use letters, digits, '_', '.' and '-' (no version here)"
         )
     return value
 
@@ -164,7 +163,9 @@ def _memory(value: Any) -> Any:
 Memory = Annotated[
     str,
     BeforeValidator(_memory),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}
+    ),
 ]
 
 CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
@@ -182,7 +183,9 @@ def _cpu(value: Any) -> Any:
 Cpu = Annotated[
     Any,
     BeforeValidator(_cpu),
-    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": CPU_PATTERN}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": CPU_PATTERN}]}
+    ),
 ]
 
 
