@@ -26,8 +26,12 @@ def get_provider_info() -> dict:
         "operators": [
             {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.operators.step"]}
         ],
-        "sensors": [],
-        "triggers": [],
+        "sensors": [
+            {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.sensors.workspace"]}
+        ],
+        "triggers": [
+            {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.triggers.workspace"]}
+        ],
         "hooks": [{"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.hooks.workspace"]}],
         "connection-types": [
             {

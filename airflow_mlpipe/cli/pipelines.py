@@ -162,6 +162,31 @@ def render(
     _console().print(table)
 
 
+def compile_(
+    path: Annotated[Path, typer.Argument(help="A pipeline definition file.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the DAG file here (default: print it).")
+    ] = None,
+) -> None:
+    """Write the plain-Python DAG file equivalent to what the factory builds (for static DAGs in review)."""
+    from airflow_mlpipe.spec import load_pipeline
+
+    try:
+        spec = load_pipeline(path)
+    except DefinitionError as exc:
+        _console(stderr=True).print(_esc(str(exc)))
+        raise typer.Exit(1) from None
+    from airflow_mlpipe.factory.compile import compile_source
+
+    source = compile_source(spec, output.resolve().parent if output else Path.cwd())
+    if output is None:
+        sys.stdout.write(source)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(source, encoding="utf-8")
+        typer.echo(f"wrote {output} (DAG {spec.pipeline}, {len(spec.steps)} steps)", err=True)
+
+
 def describe_graph(spec: Any) -> dict[str, Any]:
     """The data behind ``mlpipe render`` (also its ``--json`` output)."""
     steps: dict[str, Any] = {}
@@ -208,3 +233,4 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
     app.command("schema")(schema)
     app.command("render")(render)
+    app.command("compile")(compile_)

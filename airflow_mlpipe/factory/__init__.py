@@ -23,19 +23,27 @@ REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
 
-def dag_params(spec: Any) -> dict[str, Any]:
-    """Pipeline params -> Airflow Params (JSON schema, description), plus the run-level regenerate switch."""
-    from airflow_mlpipe.compat import Param
+def param_args(spec: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """name -> (default, keyword arguments of ``Param``): the JSON schema and description of each param,
+    plus the run-level regenerate switch. Shared by the factory and ``mlpipe compile``."""
     from airflow_mlpipe.spec import param_json_schema
 
-    params: dict[str, Any] = {}
+    args: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, param in spec.params.items():
         schema = param_json_schema(param)
         schema.pop("description", None)
         schema.pop("default", None)
-        params[name] = Param(param.default, description=param.description, title=name, **schema)
-    params[REGENERATE_PARAM] = Param(False, type="boolean", title=REGENERATE_PARAM, description=REGENERATE_DESCRIPTION)
-    return params
+        args[name] = (param.default, {"description": param.description, "title": name, **schema})
+    args[REGENERATE_PARAM] = (
+        False, {"type": "boolean", "title": REGENERATE_PARAM, "description": REGENERATE_DESCRIPTION}
+    )
+    return args
+
+
+def dag_params(spec: Any) -> dict[str, Any]:
+    from airflow_mlpipe.compat import Param
+
+    return {name: Param(default, **kwargs) for name, (default, kwargs) in param_args(spec).items()}
 
 
 def dag_schedule(spec: Any) -> Any:
@@ -67,7 +75,7 @@ def _start_date(value: Any) -> datetime.datetime:
     return datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def dag_kwargs(spec: Any) -> dict[str, Any]:
+def dag_kwargs(spec: Any, with_params: bool = True) -> dict[str, Any]:
     defaults = spec.defaults
     default_args: dict[str, Any] = {"owner": spec.owner or "airflow"}
     if defaults is not None and defaults.retries is not None:
@@ -85,7 +93,7 @@ def dag_kwargs(spec: Any) -> dict[str, Any]:
         "max_active_runs": spec.max_active_runs or 16,
         "catchup": bool(spec.catchup),
         "default_args": default_args,
-        "params": dag_params(spec),
+        **({"params": dag_params(spec)} if with_params else {}),
     }
 
 

@@ -55,11 +55,15 @@ class MlpipeHook(BaseHook):
                 "--conn-extra '{\"workspace\": \"file:///path/to/workspace\"}'` "
                 f"or set AIRFLOW_CONN_{self.mlpipe_conn_id.upper()}"
             ) from exc
+        return self.settings_from_connection(conn, self.mlpipe_conn_id)
+
+    @staticmethod
+    def settings_from_connection(conn: Any, conn_id: str) -> dict[str, Any]:
         extra = conn.extra_dejson or {}
         uri = extra.get("workspace") or conn.host
         if not uri:
             raise WorkspaceError(
-                f"connection {self.mlpipe_conn_id!r} has no workspace URI: set its extra field "
+                f"connection {conn_id!r} has no workspace URI: set its extra field "
                 "'workspace' to file:///abs/dir or s3://bucket/prefix"
             )
         options: dict[str, Any] = {}
@@ -72,6 +76,13 @@ class MlpipeHook(BaseHook):
                 if extra.get(key):
                     options[key] = extra[key]
         return {"uri": uri, "options": options}
+
+    @classmethod
+    def workspace_from_connection(cls, conn: Any, conn_id: str) -> Workspace:
+        from airflow_mlpipe.workspace.core import Workspace
+
+        settings = cls.settings_from_connection(conn, conn_id)
+        return Workspace.from_uri(settings["uri"], **settings["options"])
 
     def get_workspace(self) -> Workspace:
         from airflow_mlpipe.workspace.core import Workspace

@@ -12,7 +12,6 @@ from typing import Any
 
 from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed
 
-REF = re.compile(r"\$\$\{|\$\{\s*([a-z]+)\.([A-Za-z0-9_.\-]+)\s*\}")
 STEP_OUTPUT = re.compile(r"^\$\{\s*steps\.([A-Za-z0-9_.\-]+)\.outputs\.([A-Za-z0-9_.\-]+)\s*\}$")
 PARAM_ONLY = re.compile(r"^\$\{\s*params\.([A-Za-z0-9_.\-]+)\s*\}$")
 DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
@@ -44,20 +43,13 @@ class StepPlan:
 
 
 def params_referenced(op: Any) -> list[str]:
+    from airflow_mlpipe.spec.refs import find_refs
+
     names: set[str] = set()
     for value in [*op.arguments, *op.inputs.values()]:
         if isinstance(value, str):
-            names.update(m.group(2) for m in REF.finditer(value) if m.group(1) == "params")
+            names.update(ref.name for ref in find_refs(value) if ref.kind == "params")
     return sorted(names)
-
-
-def param_text(value: Any) -> str:
-    """How a param value becomes argv text: booleans as true/false, containers as JSON, the rest as str."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return "" if value is None else str(value)
 
 
 def argv_segments(
@@ -65,36 +57,28 @@ def argv_segments(
 ) -> list[list[Any]]:
     """Each argument -> segments: literal text, ``{"input": X}`` or ``{"output": X}``. Values are inserted as
     data and never scanned again, so a conf value containing ``${...}`` or ``{{...}}`` stays literal."""
+    from airflow_mlpipe.spec.refs import format_value, parse_template
+
     argv: list[list[Any]] = []
     for position, arg in enumerate(arguments):
         if not isinstance(arg, str):
-            argv.append([param_text(arg)])
+            argv.append([format_value(arg)])
             continue
         segments: list[Any] = []
-        last = 0
-        for match in REF.finditer(arg):
-            segments.append(arg[last : match.start()])
-            last = match.end()
-            if match.group(0) == "$${":
-                segments.append("${")
-                continue
-            kind, name = match.group(1), match.group(2)
-            if kind == "params":
-                if name not in params:
-                    raise ConfError(f"arguments[{position}] references unknown param {name!r}")
-                segments.append(param_text(params[name]))
-            elif kind == "run":
-                if name not in run:
-                    raise ConfError(f"arguments[{position}]: unknown run value {name!r} (use id, pipeline, step)")
-                segments.append(run[name])
-            elif kind in ("inputs", "outputs"):
-                declared = inputs if kind == "inputs" else outputs
-                if name not in declared:
-                    raise ConfError(f"arguments[{position}] references undeclared {kind[:-1]} {name!r}")
-                segments.append({kind[:-1]: name})
+        for part in parse_template(arg):
+            if isinstance(part, str):
+                segments.append(part)
+            elif part.kind == "params":
+                if part.name not in params:
+                    raise ConfError(f"arguments[{position}] references unknown param {part.name!r}")
+                segments.append(format_value(params[part.name]))
+            elif part.kind == "run" and part.name in run:
+                segments.append(run[part.name])
+            elif part.kind in ("inputs", "outputs") and part.name in (inputs if part.kind == "inputs" else outputs):
+                segments.append({part.kind[:-1]: part.name})
             else:
-                raise ConfError(f"arguments[{position}]: unknown reference ${{{kind}.{name}}}")
-        segments.append(arg[last:])
+                raise ConfError(f"arguments[{position}]: {part.expr} does not name a declared input, output, "
+                                "param or run value of this step")
         merged: list[Any] = []
         for seg in segments:
             if isinstance(seg, str) and merged and isinstance(merged[-1], str):
@@ -168,7 +152,7 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
         pname = match.group(1)
         value = params.get(pname)
         ptype = op.param_types.get(pname, "dataset")
-        if ptype == "path":
+        if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
             key = check_workspace_path(pname, value)
             kind, digest = _digest_of_path(ws, key)
             return {"key": key, "kind": kind, "digest": digest, "source": f"params.{pname}={key}"}

@@ -119,6 +119,9 @@ class ParamSpec(BaseModel):
         if not isinstance(value, str):
             return [f"expected a string, got {describe(value)}"]
         if t == "dataset":
+            if "/" in value and not value.startswith("models:"):
+                # a dataset param may also name data by its path inside the workspace
+                return path_problems(value)
             try:
                 parse_dataset_ref(value)
             except RefError as exc:
@@ -191,7 +194,8 @@ def param_json_schema(param: ParamSpec) -> dict[str, Any]:
         if param.pattern is not None:
             schema["pattern"] = param.pattern
     elif param.type == "dataset":
-        schema["pattern"] = DATASET_REF_PATTERN
+        # a registered dataset (name, name:3, name:latest) or a path inside the workspace (has a '/')
+        schema["pattern"] = f"(?:{DATASET_REF_PATTERN})|(?:^(?=.*/){PATH_PATTERN[1:]})"
     elif param.type == "path":
         schema["pattern"] = PATH_PATTERN
     return schema
