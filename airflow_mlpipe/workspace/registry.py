@@ -164,6 +164,11 @@ class VersionedRegistry:
         name, _, version = ref.partition(":")
         return self.get(name, version or "latest")
 
+    def latest_digest(self, name: str) -> str | None:
+        """The content digest of the latest version of ``name`` (None if it has no version)."""
+        numbers = self.version_numbers(name)
+        return self.get(name, numbers[-1]).digest if numbers else None
+
     def find_by_digest(self, name: str, digest: str) -> Version | None:
         """The version of ``name`` holding content ``digest`` (index first, then the latest version)."""
         index = self.datastore.get_json_or_none(f"{self._base(name)}/digests/{digest}.json")

@@ -96,7 +96,7 @@ class S3Datastore(Datastore):
         except ImportError as exc:
             raise WorkspaceError("the S3 datastore needs boto3: pip install boto3") from exc
         options: dict[str, Any] = {
-            "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
+            "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},  # total, first try included
             "max_pool_connections": max(10, 2 * self.max_concurrency + 2),
         }
         if self.endpoint_url:  # S3-compatible stores often reject boto3's default checksums
@@ -105,12 +105,12 @@ class S3Datastore(Datastore):
         session = boto3.session.Session(region_name=self.region_name, **{k: v for k, v in self.__credentials.items() if v})
         return session.client("s3", endpoint_url=self.endpoint_url, config=Config(**options))
 
-    def _transfer_config(self) -> Any:
+    def _transfer_config(self, chunksize: int | None = None) -> Any:
         from boto3.s3.transfer import TransferConfig
 
         return TransferConfig(
             multipart_threshold=self.multipart_threshold,
-            multipart_chunksize=self.multipart_chunksize,
+            multipart_chunksize=chunksize or self.multipart_chunksize,
             max_concurrency=self.max_concurrency,
             use_threads=True,
         )
@@ -347,10 +347,15 @@ class S3Datastore(Datastore):
                 for job in large
             ]
 
-        self._run_transfers(small, get_small, large, get_large, progress, "download")
+        # A large object is fetched as at most max_concurrency ranged GETs (each >= multipart_chunksize):
+        # every worker busy, as few requests as possible. Some S3-compatible servers (moto among them)
+        # read the whole object for each range, which makes small ranges very costly there.
+        biggest = max((job[2] for job in large), default=0)
+        chunk = max(self.multipart_chunksize, -(-biggest // self.max_concurrency))
+        self._run_transfers(small, get_small, large, get_large, progress, "download", chunk)
 
     def _run_transfers(self, small: list, run_small: Callable, large: list, submit_large: Callable,
-                       progress: Progress | None, action: str) -> None:
+                       progress: Progress | None, action: str, chunksize: int | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency) if small else None
@@ -361,7 +366,7 @@ class S3Datastore(Datastore):
             if large:
                 from boto3.s3.transfer import ProgressCallbackInvoker, create_transfer_manager
 
-                manager = create_transfer_manager(self.client, self._transfer_config())
+                manager = create_transfer_manager(self.client, self._transfer_config(chunksize))
                 subscribers = [ProgressCallbackInvoker(progress)] if progress is not None else []
                 large_futures = submit_large(manager, subscribers)
             for future in small_futures:
@@ -371,8 +376,10 @@ class S3Datastore(Datastore):
                     future.result()
                 except self._boto_errors() as exc:
                     raise self._fail(action, job[1] if action == "upload" else job[0], exc) from exc
-                except OSError as exc:
-                    raise WorkspaceError(f"cannot {action} {job[0]}: {exc}") from exc
+                except WorkspaceError:
+                    raise
+                except Exception as exc:  # s3transfer's own errors (retries exhausted...), OSError
+                    raise WorkspaceError(f"cannot {action} {job[0]} ({self.uri}): {exc}") from exc
         except BaseException:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,258 @@
+"""The step cache (DESIGN.md section 5; docs/internals.md "Cache key").
+
+```
+cache/entries/<key>.json          {key, pipeline, step, components, outputs, metrics, run, created}
+cache/latest/<pipeline>/<step>.json   {key, components, created, run}: the step's last entry
+```
+
+``key = sha256(canonical_json(components))``. Components, as the operators build them:
+``{"step": {"script", "argv", "inputs", "outputs"}, "snapshot": <Snapshot.sha256>, "environment": <hash>,
+"params": {name: value}, "inputs": {name: digest}}``. ``components["snapshot"]`` may also be a dict
+``{"sha256": ..., "files": {path: sha256}}``; with a plain sha the file lists come from the snapshot
+sidecars (``snapshots/<sha>.json``), so ``explain`` can name the files that changed.
+
+A hit is used only if every output's manifest still exists with the recorded digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+from airflow_mlpipe.errors import WorkspaceError
+from airflow_mlpipe.workspace.datastore import Datastore
+from airflow_mlpipe.workspace.manifest import canonical_json, now_iso, read_manifest, verify_output
+from airflow_mlpipe.workspace.registry import check_name
+from airflow_mlpipe.workspace.snapshot import read_snapshot_files
+
+__all__ = ["CacheEntry", "StepCache", "cache_key"]
+
+_HEX = set("0123456789abcdef")
+
+
+def cache_key(components: dict) -> str:
+    """sha256 of the canonical JSON of ``components`` (sort_keys, separators (',', ':'))."""
+    if not isinstance(components, dict):
+        raise TypeError("cache components must be a dict")
+    try:
+        return hashlib.sha256(canonical_json(components)).hexdigest()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cache components are not plain JSON data: {exc}") from exc
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or len(key) != 64 or not set(key) <= _HEX:
+        raise ValueError(f"invalid cache key {key!r}: expected a sha256 hex digest")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    pipeline: str
+    step: str
+    components: dict
+    outputs: dict  # {name: {"key": prefix, "digest": manifest digest, ...}}
+    metrics: dict
+    run: dict
+    created: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> CacheEntry:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        data = {k: doc.get(k) for k in fields}
+        for name in ("components", "outputs", "metrics", "run"):
+            data[name] = data[name] or {}
+        return cls(**data)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
+        return value[:12]
+    return repr(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value)
+
+
+class StepCache:
+    def __init__(self, datastore: Datastore):
+        self.datastore = datastore
+
+    @staticmethod
+    def entry_key(key: str) -> str:
+        return f"cache/entries/{_check_key(key)}.json"
+
+    @staticmethod
+    def latest_key(pipeline: str, step: str) -> str:
+        return f"cache/latest/{check_name(pipeline, 'pipeline name')}/{check_name(step, 'step name')}.json"
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry stored under ``key`` (not checked against its outputs)."""
+        doc = self.datastore.get_json_or_none(self.entry_key(key))
+        return CacheEntry.from_dict(doc) if isinstance(doc, dict) else None
+
+    def stale_outputs(self, entry: CacheEntry) -> list[str]:
+        """Names of the entry's outputs whose manifest is missing or has another digest."""
+        return [
+            name
+            for name, out in sorted(entry.outputs.items())
+            if not isinstance(out, dict) or not verify_output(self.datastore, out.get("key", ""), out.get("digest"))
+        ]
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` if it exists and every output it names is still committed, else None."""
+        entry = self.get(key)
+        if entry is None or self.stale_outputs(entry):
+            return None
+        return entry
+
+    def commit(
+        self,
+        key: str,
+        pipeline: str,
+        step: str,
+        components: dict,
+        outputs: dict,
+        metrics: dict | None = None,
+        run: dict | None = None,
+    ) -> CacheEntry:
+        """Record that ``components`` produced ``outputs``. Every output must already be committed
+        (manifest present with the given digest). Writes the entry, then the step's ``latest`` pointer."""
+        if cache_key(components) != _check_key(key):
+            raise ValueError("cache key does not match its components: compute it with cache_key(components)")
+        for name, out in outputs.items():
+            if not isinstance(out, dict) or "key" not in out or "digest" not in out:
+                raise ValueError(f"output {name!r} must be a dict with 'key' and 'digest'")
+            manifest = read_manifest(self.datastore, out["key"])
+            if manifest is None or manifest.get("digest") != out["digest"]:
+                raise WorkspaceError(
+                    f"output {name!r} of step {step!r} is not committed at {self.datastore.uri_for(out['key'])} "
+                    "with that digest; commit the output before the cache entry"
+                )
+        entry = CacheEntry(key, pipeline, step, components, dict(outputs), dict(metrics or {}), dict(run or {}), now_iso())
+        latest = self.latest_key(pipeline, step)
+        self.datastore.put_json(self.entry_key(key), entry.to_dict())
+        self.datastore.put_json(latest, {"key": key, "components": components, "created": entry.created, "run": entry.run})
+        return entry
+
+    def latest(self, pipeline: str, step: str) -> dict | None:
+        doc = self.datastore.get_json_or_none(self.latest_key(pipeline, step))
+        return doc if isinstance(doc, dict) else None
+
+    def explain(self, pipeline: str, step: str, components: dict) -> list[str]:
+        """Why ``components`` miss the cache, compared with the step's last entry (human-readable).
+        An empty list means: same components and a usable entry (a hit)."""
+        previous = self.latest(pipeline, step)
+        if previous is None:
+            return ["no previous run of this step"]
+        old = previous.get("components") or {}
+        reasons: list[str] = []
+        script = (components.get("step") or {}).get("script")
+        self._explain_step(old.get("step") or {}, components.get("step") or {}, reasons)
+        self._explain_snapshot(old.get("snapshot"), components.get("snapshot"), script, reasons)
+        if old.get("environment") != components.get("environment"):
+            reasons.append("environment changed")
+        self._explain_map("param", old.get("params") or {}, components.get("params") or {}, reasons, digest=False)
+        self._explain_map("input", old.get("inputs") or {}, components.get("inputs") or {}, reasons, digest=True)
+        known = {"step", "snapshot", "environment", "params", "inputs"}
+        for name in sorted((set(old) | set(components)) - known):
+            if old.get(name) != components.get(name):
+                reasons.append(f"{name} changed")
+        if not reasons:
+            key = cache_key(components)
+            entry = self.get(key)
+            if entry is None:
+                reasons.append("same components, but the cache entry is gone")
+            else:
+                reasons.extend(f"output {name} of the previous run was deleted or changed" for name in self.stale_outputs(entry))
+        return reasons
+
+    @staticmethod
+    def _explain_step(old: dict, new: dict, reasons: list[str]) -> None:
+        for field in sorted(set(old) | set(new)):
+            before, after = old.get(field), new.get(field)
+            if before == after:
+                continue
+            if field == "script":
+                reasons.append(f"script: {before} -> {after}")
+            elif field in ("argv", "arguments"):
+                reasons.append(f"arguments: {before} -> {after}")
+            else:
+                reasons.append(f"step {field}: {before!r} -> {after!r}")
+
+    def _snapshot_files(self, value: Any) -> dict[str, str] | None:
+        if isinstance(value, dict):
+            files = value.get("files")
+            if isinstance(files, dict):
+                return {p: (m["sha256"] if isinstance(m, dict) else m) for p, m in files.items()}
+            value = value.get("sha256")
+        if isinstance(value, str):
+            files = read_snapshot_files(self.datastore, value)
+            if files is not None:
+                return {p: m.get("sha256") for p, m in files.items()}
+        return None
+
+    def _explain_snapshot(self, old: Any, new: Any, script: str | None, reasons: list[str]) -> None:
+        if old == new:
+            return
+        old_sha = old.get("sha256") if isinstance(old, dict) else old
+        new_sha = new.get("sha256") if isinstance(new, dict) else new
+        if old_sha == new_sha:
+            if old != new:  # e.g. the archive key moved: files outside hash_paths changed
+                reasons.append("source snapshot changed outside hash_paths (put only Snapshot.sha256 in the key)")
+            return
+        before, after = self._snapshot_files(old), self._snapshot_files(new)
+        if before is None or after is None:
+            reasons.append(f"source snapshot changed: {_short(old_sha)} -> {_short(new_sha)}")
+            return
+        found = False
+        for path in sorted(set(before) | set(after)):
+            if before.get(path) == after.get(path):
+                continue
+            found = True
+            if path == script:
+                reasons.append(f"script {path} " + ("changed" if path in before and path in after else "added" if path in after else "removed"))
+            elif path not in before:
+                reasons.append(f"file {path} was added to the snapshot")
+            elif path not in after:
+                reasons.append(f"file {path} was removed from the snapshot")
+            else:
+                reasons.append(f"file {path} of the snapshot changed")
+        if not found:
+            reasons.append(f"source snapshot changed: {_short(old_sha)} -> {_short(new_sha)}")
+
+    @staticmethod
+    def _explain_map(what: str, old: dict, new: dict, reasons: list[str], digest: bool) -> None:
+        for name in sorted(set(old) | set(new)):
+            if name not in old:
+                reasons.append(f"{what} {name} added" + ("" if digest else f" (= {_short(new[name])})"))
+            elif name not in new:
+                reasons.append(f"{what} {name} removed" + ("" if digest else f" (was {_short(old[name])})"))
+            elif old[name] != new[name]:
+                if digest:
+                    reasons.append(f"{what} {name}: digest {_short(old[name])} -> {_short(new[name])}")
+                else:
+                    reasons.append(f"{what} {name}: {_short(old[name])} -> {_short(new[name])}")
+
+    # -- for gc
+    def entry_keys(self) -> list[str]:
+        out = []
+        for info in self.datastore.list("cache/entries"):
+            name = info.key.rsplit("/", 1)[-1].removesuffix(".json")
+            if len(name) == 64 and set(name) <= _HEX:
+                out.append(name)
+        return out
+
+    def live_keys(self) -> set[str]:
+        """Keys a ``cache/latest`` pointer names: the entries the next run of each step would reuse."""
+        live = set()
+        for info in self.datastore.list("cache/latest"):
+            doc = self.datastore.get_json_or_none(info.key)
+            if isinstance(doc, dict) and isinstance(doc.get("key"), str):
+                live.add(doc["key"])
+        return live
+
+    def delete_entry(self, key: str) -> None:
+        self.datastore.delete(self.entry_key(key))

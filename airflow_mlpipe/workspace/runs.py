@@ -1,0 +1,144 @@
+"""Run records (docs/internals.md, workspace layout).
+
+```
+runs/<pipeline>/<run_id>/run.json                               pipeline run record
+runs/<pipeline>/<run_id>/steps/<step>.json                      step record
+runs/<pipeline>/<run_id>/steps/<step>/attempt-<n>/result.json   written by the runtime
+runs/<pipeline>/<run_id>/steps/<step>/attempt-<n>/outputs/      the script's ./outputs, kept
+outputs/<pipeline>/<run_id>/<step>/<output>/                    step outputs (manifest last)
+```
+
+``run_id`` in keys is ``safe_id(run_id)``: every character outside ``[A-Za-z0-9._-]`` becomes ``_``.
+The record keeps the original ``run_id``.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from airflow_mlpipe.errors import ConflictError, NotFoundError
+from airflow_mlpipe.workspace.datastore import Datastore
+from airflow_mlpipe.workspace.manifest import now_iso
+from airflow_mlpipe.workspace.registry import check_name
+
+__all__ = [
+    "RunStore",
+    "attempt_prefix",
+    "output_prefix",
+    "run_prefix",
+    "safe_id",
+]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_id(run_id: str) -> str:
+    """``run_id`` as a key segment: every character outside ``[A-Za-z0-9._-]`` becomes ``_``."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"invalid run id {run_id!r}")
+    safe = _UNSAFE.sub("_", run_id)
+    if safe in (".", ".."):
+        raise ValueError(f"invalid run id {run_id!r}")
+    return safe
+
+
+def run_prefix(pipeline: str, run_id: str) -> str:
+    return f"runs/{check_name(pipeline, 'pipeline name')}/{safe_id(run_id)}"
+
+
+def output_prefix(pipeline: str, run_id: str, step: str, output: str) -> str:
+    return (
+        f"outputs/{check_name(pipeline, 'pipeline name')}/{safe_id(run_id)}/"
+        f"{check_name(step, 'step name')}/{check_name(output, 'output name')}"
+    )
+
+
+def attempt_prefix(pipeline: str, run_id: str, step: str, attempt: int) -> str:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"invalid attempt {attempt!r}")
+    return f"{run_prefix(pipeline, run_id)}/steps/{check_name(step, 'step name')}/attempt-{attempt}"
+
+
+class RunStore:
+    def __init__(self, datastore: Datastore):
+        self.datastore = datastore
+
+    def _run_key(self, pipeline: str, run_id: str) -> str:
+        return f"{run_prefix(pipeline, run_id)}/run.json"
+
+    def _step_key(self, pipeline: str, run_id: str, step: str) -> str:
+        return f"{run_prefix(pipeline, run_id)}/steps/{check_name(step, 'step name')}.json"
+
+    def write_run(self, pipeline: str, run_id: str, doc: dict) -> dict:
+        """Write (overwrite) the run record; ``pipeline``, ``run_id`` and ``created`` are filled in."""
+        record = {"created": now_iso(), **doc, "pipeline": pipeline, "run_id": run_id}
+        self.datastore.put_json(self._run_key(pipeline, run_id), record)
+        return record
+
+    def update_run(self, pipeline: str, run_id: str, changes: dict) -> dict:
+        """Merge ``changes`` (top-level keys) into the run record, compare-and-swap; creates it if absent."""
+        key = self._run_key(pipeline, run_id)
+        for _ in range(50):
+            current = self.datastore.get_json_with_etag(key)
+            doc, etag = current if current is not None else ({"created": now_iso()}, None)
+            new = {**doc, **changes, "pipeline": pipeline, "run_id": run_id, "updated": now_iso()}
+            if self.datastore.put_json_if(key, new, etag):
+                return new
+        raise ConflictError(f"run record {self.datastore.uri_for(key)} kept changing; retry the update")
+
+    def write_step(self, pipeline: str, run_id: str, step: str, doc: dict) -> dict:
+        record = {**doc, "step": step, "updated": now_iso()}
+        self.datastore.put_json(self._step_key(pipeline, run_id, step), record)
+        return record
+
+    def get_step(self, pipeline: str, run_id: str, step: str) -> dict | None:
+        return self.datastore.get_json_or_none(self._step_key(pipeline, run_id, step))
+
+    def read_result(self, pipeline: str, run_id: str, step: str, attempt: int) -> dict | None:
+        """The runtime's ``result.json`` for one attempt (None if it wrote none)."""
+        return self.datastore.get_json_or_none(f"{attempt_prefix(pipeline, run_id, step, attempt)}/result.json")
+
+    def get_run(self, pipeline: str, run_id: str) -> dict:
+        """The run record with ``steps``: {step name: step record}."""
+        doc = self.datastore.get_json_or_none(self._run_key(pipeline, run_id))
+        if not isinstance(doc, dict):
+            raise NotFoundError(f"run {run_id!r} of pipeline {pipeline!r} is not recorded in {self.datastore.uri}")
+        base = f"{run_prefix(pipeline, run_id)}/steps/"
+        steps = {}
+        for info in self.datastore.list(base):
+            rest = info.key[len(base) :]
+            if "/" not in rest and rest.endswith(".json"):
+                step_doc = self.datastore.get_json_or_none(info.key)
+                if isinstance(step_doc, dict):
+                    steps[rest.removesuffix(".json")] = step_doc
+        return {**doc, "steps": steps}
+
+    def pipelines(self) -> list[str]:
+        return self.datastore.list_dirs("runs")
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[dict]:
+        """Run records (without steps), newest first (by ``started``, else ``created``)."""
+        pipelines = [check_name(pipeline, "pipeline name")] if pipeline else self.pipelines()
+        keys = [f"runs/{p}/{rid}/run.json" for p in pipelines for rid in self.datastore.list_dirs(f"runs/{p}")]
+        if not keys:
+            return []
+        with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
+            docs = [d for d in pool.map(self.datastore.get_json_or_none, keys) if isinstance(d, dict)]
+
+        def when(doc: dict) -> str:
+            return str(doc.get("started") or doc.get("created") or "")
+
+        docs.sort(key=when, reverse=True)
+        return docs[: max(0, limit)] if limit is not None else docs
+
+    def find_run(self, run_id: str) -> dict:
+        """The run ``run_id`` in whichever pipeline recorded it (with steps)."""
+        safe = safe_id(run_id)
+        for pipeline in self.pipelines():
+            key = f"runs/{pipeline}/{safe}/run.json"
+            doc: Any = self.datastore.get_json_or_none(key)
+            if isinstance(doc, dict) and doc.get("run_id", run_id) == run_id:
+                return self.get_run(pipeline, run_id)
+        raise NotFoundError(f"no pipeline recorded run {run_id!r} in {self.datastore.uri}")

@@ -1,0 +1,324 @@
+"""Content-addressed source snapshots (docs/internals.md: ``snapshots/<sha256>.tar.gz`` + ``.json``).
+
+File selection: in each directory, ``.amlignore`` if present, else ``.gitignore`` (gitignore semantics,
+nested files apply below their directory, deeper files win); ``.git/``, ``__pycache__/`` and ``*.pyc``
+are always left out. Symlinks to files are followed; symlinked directories are not entered.
+
+Two hashes:
+- ``content_sha256`` over every selected file: names the archive ``snapshots/<content_sha256>.tar.gz``
+  and its sidecar ``snapshots/<content_sha256>.json``;
+- ``sha256`` over the files that ``hash_paths`` (gitignore-style patterns) select - all files when
+  ``hash_paths`` is None, and then the two are equal. ``sha256`` is what the step cache key uses
+  (``components["snapshot"] = snapshot.sha256``); when it differs from ``content_sha256`` a second
+  sidecar ``snapshots/<sha256>.json`` lists the hashed files, so a cache miss can be explained file by file.
+Each hash is sha256 over the sorted lines ``"<relative path>\\0<file sha256>\\n"``.
+
+Speed: a stat cache (relative path -> size, mtime_ns, sha256) per source directory, kept under
+``$MLPIPE_CACHE_DIR/hashcache`` (default ``~/.cache/airflow_mlpipe/hashcache``), avoids rehashing
+unchanged files; the archive is built only when ``snapshots/<content_sha256>.tar.gz`` is absent.
+Archives are deterministic: sorted members, mtime 0, uid/gid 0, mode 0644, gzip mtime 0.
+
+Imports only the standard library at import time (pathspec when selecting files; ``unpack_snapshot``
+needs nothing else, so the step runtime can use it in a python3-only image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from airflow_mlpipe.errors import NotFoundError, WorkspaceError
+from airflow_mlpipe.workspace.datastore import Datastore, check_key
+from airflow_mlpipe.workspace.manifest import hash_file, now_iso
+
+__all__ = ["Snapshot", "select_files", "snapshot_source", "tree_hash", "unpack_snapshot"]
+
+ALWAYS_IGNORED_DIRS = {".git", "__pycache__"}
+IGNORE_FILES = (".amlignore", ".gitignore")
+_RACY_NS = 2_000_000_000  # files modified this close to the scan are not trusted to the stat cache
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    sha256: str  # identity for the cache key (hash_paths honoured)
+    key: str  # snapshots/<content_sha256>.tar.gz
+    files: dict[str, dict]  # every selected file: {path: {size, sha256}}
+    git: dict | None  # {commit, branch, dirty} or None outside a git work tree
+    uploaded: bool  # False when the archive was already in the datastore
+    content_sha256: str = ""
+    hashed_files: tuple[str, ...] = ()  # the files in ``sha256`` (all of them without hash_paths)
+
+    @property
+    def sidecar_key(self) -> str:
+        return f"snapshots/{self.content_sha256}.json"
+
+    def context(self) -> dict:
+        """The ``snapshot`` entry of the launch context."""
+        return {"key": self.key, "sha256": self.content_sha256}
+
+
+def _spec(lines: Iterable[str]) -> Any:
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def select_files(source_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path]]:
+    """The files of ``source_dir`` a snapshot holds, as sorted (relative posix path, path) pairs."""
+    root = pathlib.Path(source_dir)
+    if not root.is_dir():
+        raise NotFoundError(f"source directory {str(root)!r} does not exist")
+    specs: dict[str, Any] = {}  # dir rel ('' for root) -> spec of its ignore file
+
+    def ignored(rel: str, is_dir: bool) -> bool:
+        verdict = False
+        parts = rel.split("/")
+        for depth in range(len(parts)):
+            base = "/".join(parts[:depth])
+            spec = specs.get(base)
+            if spec is None:
+                continue
+            sub = "/".join(parts[depth:]) + ("/" if is_dir else "")
+            result = spec.check_file(sub)
+            if result.include is not None:
+                verdict = result.include
+        return verdict
+
+    selected = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = pathlib.Path(dirpath)
+        rel_dir = here.relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir
+        for name in IGNORE_FILES:
+            if name in filenames:
+                try:
+                    specs[rel_dir] = _spec((here / name).read_text(encoding="utf-8", errors="replace").splitlines())
+                except OSError as exc:
+                    raise WorkspaceError(f"cannot read {here / name}: {exc}") from exc
+                break
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in ALWAYS_IGNORED_DIRS and not ignored(prefix + d, True)
+        )
+        for name in filenames:
+            if name.endswith(".pyc") or ignored(prefix + name, False):
+                continue
+            path = here / name
+            if path.is_file():
+                selected.append((prefix + name, path))
+    selected.sort(key=lambda item: item[0])
+    return selected
+
+
+def tree_hash(files: dict[str, str]) -> str:
+    """sha256 over sorted ``"<path>\\0<sha256>\\n"`` lines of a {path: sha256} map."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\0{files[path]}\n".encode())
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> pathlib.Path:
+    base = os.environ.get("MLPIPE_CACHE_DIR")
+    root = pathlib.Path(base) if base else pathlib.Path.home() / ".cache" / "airflow_mlpipe"
+    return root / "hashcache"
+
+
+class _StatCache:
+    def __init__(self, cache_dir: pathlib.Path, source_dir: pathlib.Path):
+        name = hashlib.sha256(str(source_dir.resolve()).encode()).hexdigest()[:32]
+        self.path = cache_dir / f"{name}.json"
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if doc.get("format") == 1 and isinstance(doc.get("files"), dict):
+                self.entries = doc["files"]
+        except (OSError, ValueError, AttributeError):
+            self.entries = {}
+
+    def save(self, keep: set[str]) -> None:
+        stale = set(self.entries) - keep
+        for rel in stale:
+            del self.entries[rel]
+        if not (self.dirty or stale):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"format": 1, "files": self.entries}, fh, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+def _hash_files(pairs: list[tuple[str, pathlib.Path]], cache: _StatCache | None) -> dict[str, dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    scan_ns = time.time_ns()
+    out: dict[str, dict] = {}
+    todo: list[tuple[str, pathlib.Path, os.stat_result]] = []
+    for rel, path in pairs:
+        st = path.stat()
+        hit = cache.entries.get(rel) if cache is not None else None
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            out[rel] = {"size": st.st_size, "sha256": hit[2]}
+        else:
+            todo.append((rel, path, st))
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(4, len(todo))) as pool:  # hashlib releases the GIL
+            digests = list(pool.map(lambda item: hash_file(item[1]), todo))
+        for (rel, _, st), sha in zip(todo, digests, strict=True):
+            out[rel] = {"size": st.st_size, "sha256": sha}
+            if cache is not None and st.st_mtime_ns < scan_ns - _RACY_NS:
+                cache.entries[rel] = [st.st_size, st.st_mtime_ns, sha]
+                cache.dirty = True
+    return {rel: out[rel] for rel, _ in pairs}
+
+
+def git_info(source_dir: str | pathlib.Path) -> dict | None:
+    """{commit, branch, dirty} of the git work tree holding ``source_dir``, or None (no git, no repo)."""
+    try:
+        proc = subprocess.run(
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=normal", "."],
+            cwd=source_dir, capture_output=True, text=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    commit = branch = None
+    dirty = False
+    for line in proc.stdout.splitlines():
+        if line.startswith("# branch.oid "):
+            commit = line.split(" ", 2)[2]
+            commit = None if commit == "(initial)" else commit
+        elif line.startswith("# branch.head "):
+            branch = line.split(" ", 2)[2]
+            branch = None if branch == "(detached)" else branch
+        elif line and not line.startswith("#"):
+            dirty = True
+    return {"commit": commit, "branch": branch, "dirty": dirty}
+
+
+def _write_archive(pairs: list[tuple[str, pathlib.Path]], files: dict[str, dict], target: pathlib.Path) -> None:
+    with open(target, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel, path in pairs:
+                info = tarfile.TarInfo(rel)
+                info.size = files[rel]["size"]
+                info.mtime = 0
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+
+
+def snapshot_source(
+    datastore: Datastore,
+    source_dir: str | pathlib.Path,
+    hash_paths: list[str] | None = None,
+    cache_dir: str | pathlib.Path | None = None,
+    git: bool = True,
+) -> Snapshot:
+    """Snapshot ``source_dir`` into ``datastore`` (uploaded only if that content is not there yet)."""
+    source = pathlib.Path(source_dir)
+    pairs = select_files(source)
+    if not pairs:
+        raise WorkspaceError(f"source directory {str(source)!r} has no file to snapshot (all ignored?)")
+    cache = _StatCache(pathlib.Path(cache_dir) if cache_dir else default_cache_dir(), source)
+    try:
+        files = _hash_files(pairs, cache)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read the source directory {str(source)!r}: {exc}") from exc
+    cache.save(set(files))
+    shas = {rel: meta["sha256"] for rel, meta in files.items()}
+    content_sha = tree_hash(shas)
+    if hash_paths:
+        spec = _spec(hash_paths)
+        hashed = sorted(rel for rel in files if spec.match_file(rel))
+        if not hashed:
+            raise ValueError(f"hash_paths {hash_paths!r} match no file of {str(source)!r}")
+        sha = tree_hash({rel: shas[rel] for rel in hashed})
+    else:
+        hashed, sha = sorted(files), content_sha
+    info = git_info(source) if git else None
+    key = f"snapshots/{content_sha}.tar.gz"
+    uploaded = False
+    if not datastore.exists(key):
+        with tempfile.TemporaryDirectory(prefix="mlpipe-snapshot-") as scratch:
+            archive = pathlib.Path(scratch, "snapshot.tar.gz")
+            try:
+                _write_archive(pairs, files, archive)
+            except (OSError, tarfile.TarError) as exc:
+                raise WorkspaceError(f"cannot archive {str(source)!r} (did a file change during the snapshot?): {exc}") from exc
+            datastore.upload_file(archive, key)
+        uploaded = True
+    sidecar = {"format": 1, "sha256": content_sha, "files": files, "git": info, "created": now_iso()}
+    if uploaded or not datastore.exists(f"snapshots/{content_sha}.json"):
+        datastore.create_json(f"snapshots/{content_sha}.json", sidecar)
+    if sha != content_sha and not datastore.exists(f"snapshots/{sha}.json"):
+        datastore.create_json(
+            f"snapshots/{sha}.json",
+            {**sidecar, "sha256": sha, "files": {rel: files[rel] for rel in hashed}, "hash_paths": list(hash_paths or [])},
+        )
+    return Snapshot(sha, key, files, info, uploaded, content_sha, tuple(hashed))
+
+
+def read_snapshot_files(datastore: Datastore, sha: str) -> dict[str, dict] | None:
+    """The {path: {size, sha256}} map a snapshot sidecar lists (None if unknown)."""
+    doc = datastore.get_json_or_none(f"snapshots/{sha}.json") if sha and "/" not in sha else None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    return files if isinstance(files, dict) else None
+
+
+def _safe_members(tar: tarfile.TarFile, dest: pathlib.Path) -> list[tarfile.TarInfo]:
+    """Fallback filter for Pythons without tarfile's 'data' filter: regular files and dirs, inside dest."""
+    members = []
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if member.name.startswith("/") or (target != root and root not in target.parents):
+            raise WorkspaceError(f"snapshot member {member.name!r} would escape {dest}")
+        if not (member.isfile() or member.isdir()):
+            raise WorkspaceError(f"snapshot member {member.name!r} is not a regular file")
+        member.mode = 0o755 if member.isdir() else 0o644
+        members.append(member)
+    return members
+
+
+def unpack_snapshot(datastore: Datastore, key: str, dest_dir: str | pathlib.Path) -> list[str]:
+    """Extract the snapshot archive ``key`` into ``dest_dir`` (safely: nothing lands outside it).
+    Returns the extracted file names."""
+    check_key(key)
+    dest = pathlib.Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlpipe-unpack-") as scratch:
+        local = datastore.local_path(key)
+        if local is None or not local.is_file():
+            local = pathlib.Path(scratch, "snapshot.tar.gz")
+            datastore.download_file(key, local)
+        try:
+            with tarfile.open(local, mode="r:gz") as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(dest, filter="data")
+                    names = [m.name for m in tar.getmembers() if m.isfile()]
+                else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
+                    members = _safe_members(tar, dest)
+                    tar.extractall(dest, members=members)  # noqa: S202 - members checked above
+                    names = [m.name for m in members if m.isfile()]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise WorkspaceError(f"cannot unpack snapshot {datastore.uri_for(key)}: {exc}") from exc
+    return names

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from airflow_mlpipe.errors import WorkspaceError
+from airflow_mlpipe.workspace.cache import cache_key
+from airflow_mlpipe.workspace.manifest import commit_output
+from airflow_mlpipe.workspace.snapshot import snapshot_source
+
+from .conftest import make_tree
+
+
+def components(snapshot="a" * 64, lr=0.1, data="1" * 64, env="e1", argv=("--lr", "${params.lr}")):
+    return {
+        "step": {"script": "train.py", "argv": list(argv), "inputs": ["data"], "outputs": ["model"]},
+        "snapshot": snapshot,
+        "environment": env,
+        "params": {"learning_rate": lr},
+        "inputs": {"data": data},
+    }
+
+
+def test_cache_key_is_canonical():
+    comp = components()
+    expected = hashlib.sha256(json.dumps(comp, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert cache_key(comp) == expected
+    assert cache_key(dict(reversed(list(comp.items())))) == expected
+    assert cache_key(components(lr=0.2)) != expected
+    with pytest.raises(ValueError):
+        cache_key({"x": float("nan")})
+
+
+def commit_model(workspace, tmp_path, run="r1", content="w=1"):
+    out = make_tree(tmp_path / f"out-{run}", {"model.txt": content})
+    prefix = f"outputs/p/{run}/train/model"
+    manifest = commit_output(workspace.datastore, out, prefix)
+    return {"model": {"key": prefix, "digest": manifest["digest"], "size": manifest["size"]}}
+
+
+def test_commit_and_lookup(workspace, tmp_path):
+    comp = components()
+    key = cache_key(comp)
+    assert workspace.cache.lookup(key) is None
+    outputs = commit_model(workspace, tmp_path)
+    entry = workspace.cache.commit(key, "p", "train", comp, outputs, metrics={"acc": 0.9}, run={"run_id": "r1"})
+    hit = workspace.cache.lookup(key)
+    assert hit == entry and hit.outputs == outputs and hit.metrics == {"acc": 0.9} and hit.run["run_id"] == "r1"
+    assert workspace.cache.live_keys() == {key}
+    assert workspace.cache.explain("p", "train", comp) == []
+
+
+def test_lookup_rejects_deleted_or_changed_output(workspace, tmp_path):
+    comp = components()
+    key = cache_key(comp)
+    outputs = commit_model(workspace, tmp_path)
+    workspace.cache.commit(key, "p", "train", comp, outputs)
+    workspace.datastore.delete("outputs/p/r1/train/model/_manifest.json")
+    assert workspace.cache.lookup(key) is None
+    assert workspace.cache.explain("p", "train", comp) == ["output model of the previous run was deleted or changed"]
+    commit_model(workspace, tmp_path, content="w=other")  # same prefix, other content
+    assert workspace.cache.lookup(key) is None
+
+
+def test_commit_requires_committed_outputs(workspace):
+    comp = components()
+    with pytest.raises(WorkspaceError, match="not committed"):
+        workspace.cache.commit(cache_key(comp), "p", "train", comp, {"model": {"key": "outputs/none", "digest": "0" * 64}})
+    with pytest.raises(ValueError, match="does not match"):
+        workspace.cache.commit("0" * 64, "p", "train", comp, {})
+    with pytest.raises(ValueError):
+        workspace.cache.lookup("../../etc")
+
+
+def test_explain_reasons(workspace, tmp_path):
+    assert workspace.cache.explain("p", "train", components()) == ["no previous run of this step"]
+    src = make_tree(tmp_path / "src", {"train.py": "v1", "src/util.py": "u1", "old.py": "o"})
+    snap1 = snapshot_source(workspace.datastore, src, git=False)
+    before = components(snapshot=snap1.sha256)
+    workspace.cache.commit(cache_key(before), "p", "train", before, commit_model(workspace, tmp_path))
+    (src / "train.py").write_text("v2")
+    (src / "src/util.py").write_text("u2")
+    (src / "old.py").unlink()
+    (src / "new.py").write_text("n")
+    snap2 = snapshot_source(workspace.datastore, src, git=False)
+    after = components(snapshot=snap2.sha256, lr=0.2, data="2" * 64, env="e2", argv=("--lr", "${params.lr}", "-v"))
+    after["params"]["epochs"] = 3
+    reasons = workspace.cache.explain("p", "train", after)
+    assert reasons == [
+        "arguments: ['--lr', '${params.lr}'] -> ['--lr', '${params.lr}', '-v']",
+        "file new.py was added to the snapshot",
+        "file old.py was removed from the snapshot",
+        "file src/util.py of the snapshot changed",
+        "script train.py changed",
+        "environment changed",
+        "param epochs added (= 3)",
+        "param learning_rate: 0.1 -> 0.2",
+        f"input data: digest {'1' * 12} -> {'2' * 12}",
+    ]
+    unknown = components(snapshot="b" * 64)
+    assert workspace.cache.explain("p", "train", unknown) == [f"source snapshot changed: {snap1.sha256[:12]} -> {'b' * 12}"]
+    inline = components(snapshot={"sha256": "c" * 64, "files": {"train.py": "x"}})
+    assert "file src/util.py was removed from the snapshot" in workspace.cache.explain("p", "train", inline)

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from airflow_mlpipe.errors import NotFoundError
+from airflow_mlpipe.workspace.manifest import commit_output, read_manifest
+from airflow_mlpipe.workspace.registry import Version, VersionedRegistry
+
+from .conftest import make_tree, subprocess_target
+
+
+def test_register_dir_then_identical_then_new(workspace, tmp_path):
+    data = make_tree(tmp_path / "d", {"train.csv": "a,b\n1,2\n", "meta/info.txt": "x"})
+    v1 = workspace.datasets.register("income", data, description="first", tags={"src": "test"}, producing_run={"run_id": "r1"})
+    assert isinstance(v1, Version) and v1.version == 1 and v1.files == 2 and v1.name == "income"
+    assert v1.key == f"datasets/income/data/{v1.digest}"
+    assert v1.uri == workspace.datastore.uri_for(v1.key)
+    assert read_manifest(workspace.datastore, v1.key)["digest"] == v1.digest
+    again = workspace.datasets.register("income", data, description="again")
+    assert again == v1  # identical content -> the same version
+    (data / "train.csv").write_text("a,b\n1,3\n")
+    v2 = workspace.datasets.register("income", data)
+    assert v2.version == 2 and v2.digest != v1.digest
+    assert workspace.datasets.get("income", "latest") == v2
+    assert workspace.datasets.get("income", 1) == v1
+    assert workspace.datasets.resolve("income") == v2
+    assert workspace.datasets.resolve("income:1") == v1
+    assert workspace.datasets.resolve("income:latest") == v2
+    assert workspace.datasets.resolve("datasets:/income/1") == v1
+    assert [v.version for v in workspace.datasets.list_versions("income")] == [1, 2]
+    assert workspace.datasets.list_names() == ["income"]
+    assert workspace.datasets.latest_digest("income") == v2.digest
+    assert workspace.datasets.latest_digest("unknown") is None
+    # the first content, registered again after a newer version, still maps to version 1
+    (data / "train.csv").write_text("a,b\n1,2\n")
+    assert workspace.datasets.register("income", data).version == 1
+
+
+def test_register_file_and_datastore_keys(workspace, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("x\n1\n")
+    v1 = workspace.datasets.register("single", str(one))  # absolute string: a local path
+    assert v1.files == 1
+    dl = tmp_path / "dl"
+    workspace.datastore.download_dir(v1.key, dl)
+    assert (dl / "one.csv").read_text() == "x\n1\n"
+    # a committed output (server-side copy, no rehash)
+    out = make_tree(tmp_path / "out", {"m.json": "{}"})
+    manifest = commit_output(workspace.datastore, out, "outputs/p/r/s/model")
+    vm = workspace.models.register("clf", "outputs/p/r/s/model", producing_run={"key": "outputs/p/r/s/model"})
+    assert vm.digest == manifest["digest"] and vm.version == 1
+    assert workspace.datastore.read_bytes(f"{vm.key}/m.json") == b"{}"
+    # a plain object and a prefix without manifest
+    workspace.datastore.write_bytes("raw/file.txt", b"raw")
+    assert workspace.datasets.register("rawfile", "raw/file.txt").files == 1
+    workspace.datastore.write_bytes("raw/dir/a", b"a")
+    workspace.datastore.write_bytes("raw/dir/b/c", b"c")
+    assert workspace.datasets.register("rawdir", "raw/dir").files == 2
+    with pytest.raises(NotFoundError):
+        workspace.datasets.register("nothing", "raw/none")
+    with pytest.raises(NotFoundError):
+        workspace.datasets.register("nothing", tmp_path / "absent")
+
+
+def test_names_and_versions_are_checked(workspace, tmp_path):
+    for bad in ("", "a/b", "..", "sp ace"):
+        with pytest.raises(ValueError):
+            workspace.datasets.get(bad)
+    with pytest.raises(NotFoundError, match="not registered"):
+        workspace.datasets.get("ghost")
+    workspace.datasets.register("real", make_tree(tmp_path / "r", {"f": "1"}))
+    with pytest.raises(NotFoundError, match="no version 7"):
+        workspace.datasets.get("real", 7)
+    with pytest.raises(ValueError):
+        workspace.datasets.get("real", 0)
+    with pytest.raises(NotFoundError, match="registered: real"):
+        workspace.datasets.get("other")
+    with pytest.raises(ValueError):
+        VersionedRegistry(workspace.datastore, "things")
+
+
+def test_parallel_registrations_threads(workspace, tmp_path):
+    dirs = [make_tree(tmp_path / f"d{i}", {"data.txt": f"content {i}"}) for i in range(8)]
+    results = {}
+    barrier = threading.Barrier(8)
+
+    def run(i):
+        barrier.wait()
+        results[i] = workspace.datasets.register("shared", dirs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(v.version for v in results.values()) == list(range(1, 9))
+    assert len({v.digest for v in results.values()}) == 8
+    for i, v in results.items():
+        assert workspace.datasets.get("shared", v.version).digest == v.digest
+        assert workspace.datastore.read_bytes(f"{v.key}/data.txt") == f"content {i}".encode()
+
+
+CHILD = r"""
+import json, pathlib, sys, time
+from airflow_mlpipe.workspace.core import Workspace
+target = json.loads(sys.argv[1])
+ws = Workspace.from_uri(target["uri"], **target["options"])
+ws.datasets.list_names()  # warm up (imports, client) before the race
+go = pathlib.Path(sys.argv[3])
+pathlib.Path(sys.argv[3] + "." + sys.argv[4]).touch()
+while not go.exists():
+    time.sleep(0.002)
+print(ws.datasets.register("multi", pathlib.Path(sys.argv[2])).version)
+"""
+
+
+def test_parallel_registrations_processes(workspace, ds_target, tmp_path):
+    import time
+
+    dirs = [make_tree(tmp_path / f"p{i}", {"x.bin": f"process {i}"}) for i in range(8)]
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CHILD, subprocess_target(ds_target), str(d), str(go), str(i)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, d in enumerate(dirs)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.*"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # every child is ready: they all register at once
+    versions = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        versions.append(int(out.strip()))
+    assert sorted(versions) == list(range(1, 9))
+    assert len({v.digest for v in workspace.datasets.list_versions("multi")}) == 8
+
+
+def test_aliases_with_history(workspace, tmp_path):
+    models = workspace.models
+    for i in range(3):
+        models.register("clf", make_tree(tmp_path / f"m{i}", {"model.json": json.dumps({"w": i})}))
+    assert models.get_alias("clf", "production") is None
+    models.set_alias("clf", "production", 1, reason={"why": "first"})
+    record = models.set_alias("clf", "production", 3, reason={"accuracy": 0.9})
+    assert record["version"] == 3 and [h["version"] for h in record["history"]] == [1, 3]
+    assert record["history"][1]["reason"] == {"accuracy": 0.9} and record["history"][0]["set_at"]
+    assert models.get_alias("clf", "production") == 3
+    assert models.resolve_model_ref("models:/clf@production").version == 3
+    assert models.resolve_model_ref("models:/clf/2").version == 2
+    assert models.resolve_model_ref("models:/clf").version == 3
+    assert models.list_aliases("clf") == {"production": 3}
+    with pytest.raises(NotFoundError):
+        models.resolve_model_ref("models:/clf@staging")
+    with pytest.raises(NotFoundError):
+        models.set_alias("clf", "production", 9)
+    with pytest.raises(ValueError):
+        models.set_alias("clf", "bad/alias", 1)
+
+
+def test_concurrent_alias_moves(workspace, tmp_path):
+    models = workspace.models
+    for i in range(4):
+        models.register("m", make_tree(tmp_path / f"m{i}", {"w": str(i)}))
+    barrier = threading.Barrier(8)
+
+    def move(i):
+        barrier.wait()
+        models.set_alias("m", "prod", i % 4 + 1, reason={"writer": i})
+
+    threads = [threading.Thread(target=move, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    record = models.alias_record("m", "prod")
+    assert len(record["history"]) == 8  # no update was lost
+    assert sorted(h["reason"]["writer"] for h in record["history"]) == list(range(8))
+    assert record["version"] == record["history"][-1]["version"]

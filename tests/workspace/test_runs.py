@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from airflow_mlpipe.errors import NotFoundError
+from airflow_mlpipe.workspace.runs import attempt_prefix, output_prefix, safe_id
+
+
+def test_safe_id():
+    assert safe_id("manual__2026-01-02T03:04:05.123+00:00") == "manual__2026-01-02T03_04_05.123_00_00"
+    assert safe_id("a/b c") == "a_b_c"
+    for bad in ("", "..", "."):
+        with pytest.raises(ValueError):
+            safe_id(bad)
+    assert output_prefix("p", "r:1", "train", "model") == "outputs/p/r_1/train/model"
+    assert attempt_prefix("p", "r:1", "train", 2) == "runs/p/r_1/steps/train/attempt-2"
+
+
+def test_run_records(workspace):
+    runs = workspace.runs
+    rid = "manual__2026-01-01T00:00:00+00:00"
+    runs.write_run("income", rid, {"params": {"lr": 0.1}, "started": "2026-01-01T00:00:00Z"})
+    runs.write_step("income", rid, "prep", {"status": "succeeded", "reused": False})
+    runs.write_step("income", rid, "train", {"status": "running"})
+    workspace.datastore.put_json(f"{attempt_prefix('income', rid, 'train', 1)}/result.json", {"status": "succeeded"})
+    runs.update_run("income", rid, {"state": "success"})
+    run = runs.get_run("income", rid)
+    assert run["run_id"] == rid and run["pipeline"] == "income" and run["state"] == "success"
+    assert run["params"] == {"lr": 0.1} and sorted(run["steps"]) == ["prep", "train"]
+    assert run["steps"]["prep"]["status"] == "succeeded"
+    assert runs.read_result("income", rid, "train", 1) == {"status": "succeeded"}
+    assert runs.find_run(rid)["pipeline"] == "income"
+    with pytest.raises(NotFoundError):
+        runs.get_run("income", "nope")
+    with pytest.raises(NotFoundError):
+        runs.find_run("nope")
+
+
+def test_list_runs_newest_first(workspace):
+    for i, pipeline in enumerate(["a", "b", "a", "b", "a"]):
+        workspace.runs.write_run(pipeline, f"run{i}", {"started": f"2026-01-0{i + 1}T00:00:00Z"})
+    assert [r["run_id"] for r in workspace.runs.list_runs()] == ["run4", "run3", "run2", "run1", "run0"]
+    assert [r["run_id"] for r in workspace.runs.list_runs("a", limit=2)] == ["run4", "run2"]
+    assert workspace.runs.list_runs("zzz") == []
+
+
+def test_concurrent_update_run(workspace):
+    workspace.runs.write_run("p", "r", {})
+    barrier = threading.Barrier(6)
+
+    def update(i):
+        barrier.wait()
+        workspace.runs.update_run("p", "r", {f"k{i}": i})
+
+    threads = [threading.Thread(target=update, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run = workspace.runs.get_run("p", "r")
+    assert all(run[f"k{i}"] == i for i in range(6))
