@@ -27,6 +27,8 @@ import tempfile
 import threading
 import zipfile
 
+from airflow_mlpipe.errors import ComputeError
+
 RUNTIME_ZIP_ENV = "MLPIPE_RUNTIME_ZIP_B64"
 RUNTIME_DIR_ENV = "MLPIPE_RUNTIME_DIR"
 # Linux refuses a single environment string longer than MAX_ARG_STRLEN (128 KiB).
@@ -38,13 +40,19 @@ _OPTIONAL_WORKSPACE = ("s3.py", "snapshot.py")
 _EMPTY_WORKSPACE_INIT = b'"""Workspace modules shipped with the step runtime (stdlib only)."""\n'
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
+# The step's cwd holds the user's snapshot: take it off sys.path before anything is imported, so a
+# user file named like a stdlib module (copy.py, json.py...) cannot shadow it inside the launcher.
+# (run_script puts the script's directory back for the script itself, as ``python script.py`` would.)
+_UNSHADOW = "import os,sys\nsys.path[:]=[p for p in sys.path if p not in ('',os.getcwd())]\n"
+_RUN_LAUNCHER = "import runpy\nrunpy.run_module('airflow_mlpipe.runtime.launch',run_name='__main__',alter_sys=True)\n"
 _BOOTSTRAP = (
-    "import base64,os,sys,tempfile,runpy\n"
+    _UNSHADOW
+    + "import base64,tempfile\n"
     "d=tempfile.mkdtemp(prefix='mlpipe-runtime-')\n"
     "p=os.path.join(d,'airflow_mlpipe_runtime.zip')\n"
     "f=open(p,'wb');f.write(base64.b64decode(os.environ.pop('" + RUNTIME_ZIP_ENV + "')));f.close()\n"
     "sys.path.insert(0,p)\n"
-    "runpy.run_module('airflow_mlpipe.runtime.launch',run_name='__main__',alter_sys=True)\n"
+    + _RUN_LAUNCHER
 )
 
 _lock = threading.Lock()
@@ -145,7 +153,7 @@ def runtime_env() -> dict[str, str]:
             _cache["b64"] = base64.b64encode(_cache["zip"]).decode("ascii")  # type: ignore[arg-type]
         value = _cache["b64"]
     if len(value) > MAX_ENV_VALUE:  # type: ignore[arg-type]
-        raise RuntimeError(
+        raise ComputeError(
             f"the runtime bundle is {len(value)} bytes in base64, over the {MAX_ENV_VALUE}-byte limit of one "  # type: ignore[arg-type]
             "environment variable; keep airflow_mlpipe/runtime small"
         )
@@ -155,6 +163,12 @@ def runtime_env() -> dict[str, str]:
 def bootstrap_command(python: str = "python3") -> list[str]:
     """argv that runs the launcher from the zip in ``MLPIPE_RUNTIME_ZIP_B64`` (no install needed)."""
     return [python, "-u", "-c", _BOOTSTRAP]
+
+
+def launch_command(python: str = "python3") -> list[str]:
+    """argv that runs the launcher from an installed or staged (``PYTHONPATH``) runtime; unlike
+    ``python -m``, the cwd (the user's snapshot) is not put on ``sys.path`` before the launcher loads."""
+    return [python, "-u", "-c", _UNSHADOW + _RUN_LAUNCHER]
 
 
 def stage_runtime(root: str | os.PathLike[str] | None = None) -> pathlib.Path:

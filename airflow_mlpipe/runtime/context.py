@@ -3,7 +3,9 @@
 Standard library only (this module runs inside step images that have nothing but python3).
 
 Inside a step the launcher (``airflow_mlpipe.runtime.launch``) configures the process-wide
-context with the resolved local paths before it runs the script. A script run by hand (no
+context with the resolved local paths before it runs the script, and exports them in
+``MLPIPE_STEP_PATHS`` so the script's child processes see the same ``inputs``/``outputs``
+(their metrics reach the task log as ``::mlpipe-metric::`` lines, not result.json). A script run by hand (no
 ``MLPIPE_CONTEXT`` in the environment) gets an *offline* context: ``log_metric`` and friends
 print and keep values in memory, ``params``/``inputs``/``outputs`` are empty, so the script can
 still be debugged with ``python prep.py --out /tmp/x``.
@@ -21,6 +23,8 @@ import time
 from typing import Any
 
 CONTEXT_ENV = "MLPIPE_CONTEXT"
+# Set by the launcher for the script's own child processes: {"inputs": {name: path}, "outputs": {...}}.
+PATHS_ENV = "MLPIPE_STEP_PATHS"
 METRIC_PREFIX = "::mlpipe-metric::"
 
 
@@ -64,6 +68,7 @@ class StepContext:
                     raise RuntimeError(f"{CONTEXT_ENV} is not valid JSON: {exc}") from exc
                 if self._offline is None:
                     self._offline = False
+                self._load_paths()
             else:
                 self._doc = {}
                 if self._offline is None:
@@ -71,6 +76,17 @@ class StepContext:
         if self._offline is None:
             self._offline = False
         return self._doc
+
+    def _load_paths(self) -> None:
+        raw = os.environ.get(PATHS_ENV)
+        if not raw:
+            return
+        try:
+            paths = json.loads(raw)
+        except ValueError:
+            return
+        self._inputs = {k: pathlib.Path(v) for k, v in (paths.get("inputs") or {}).items()}
+        self._outputs = {k: pathlib.Path(v) for k, v in (paths.get("outputs") or {}).items()}
 
     def configure(
         self,

@@ -32,7 +32,7 @@ from typing import Any
 
 from airflow_mlpipe.runtime import context as step_context
 from airflow_mlpipe.runtime.arguments import resolve_argv
-from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX
+from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX, PATHS_ENV
 from airflow_mlpipe.runtime.materialize import (
     RuntimeStepError,
     commit_outputs,
@@ -182,6 +182,9 @@ class Launcher:
             return RUNTIME_FAILURE
 
         step_context.configure(doc, inputs, outputs)
+        os.environ[PATHS_ENV] = json.dumps(
+            {"inputs": {k: str(v) for k, v in inputs.items()}, "outputs": {k: str(v) for k, v in outputs.items()}}
+        )
         code = run_script(script, args)
         if code != 0:
             self._keep_outputs_best_effort()
