@@ -51,12 +51,15 @@ class StepBuilder:
             "param_types": {p: param.type for p, param in spec.params.items()},
             "pipeline": spec.pipeline,
         }
+        if step.resources is not None:
+            kwargs["compute_resources"] = _dump(step.resources)
         if step.hash_paths:
             kwargs["hash_paths"] = list(step.hash_paths)
-        if step.retries is not None:
-            kwargs["retries"] = step.retries
-        if step.timeout is not None:
-            kwargs["execution_timeout"] = datetime.timedelta(seconds=step.timeout)
+        retries, timeout = spec.resolved_retries(name), spec.resolved_timeout(name)
+        if retries is not None:
+            kwargs["retries"] = retries
+        if timeout is not None:
+            kwargs["execution_timeout"] = datetime.timedelta(seconds=timeout)
         if getattr(step, "description", None):
             kwargs["doc_md"] = step.description
         return kwargs

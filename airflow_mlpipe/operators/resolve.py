@@ -197,7 +197,7 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
             "inputs": sorted(op.inputs),
             "outputs": {k: v.get("register_as") for k, v in sorted(op.outputs.items())},
         },
-        "snapshot": {"sha256": snapshot.sha256, "key": snapshot.key},
+        "snapshot": snapshot.sha256,
         "environment": env_hash,
         "params": dict(used_values),
         "inputs": {k: v["digest"] for k, v in inputs.items()},
@@ -237,15 +237,16 @@ def register_outputs(op: Any, ws: Any, context: Any, outputs: Mapping[str, Any],
         if not name:
             continue
         out = outputs[oname]
-        before = ws.datasets.latest_digest(name)
+        before = set(ws.datasets.version_numbers(name))
         version = ws.datasets.register(
             name,
             out["key"],
             description=f"output {oname!r} of step {op.task_id!r} in pipeline {pipeline!r}",
-            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.task_id, "output": oname},
+            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.task_id, "output": oname,
+                           "key": out["key"]},
         )
         registered[name] = version.version
-        if version.digest != before:
+        if version.version not in before:
             context["outlet_events"][dataset_alias(name)].add(
                 dataset_asset(name), extra={"version": version.version, "digest": version.digest}
             )
@@ -278,3 +279,44 @@ def xcom_value(step: str, reused: bool, key: str, origin: Any, outputs: Mapping[
         "metrics": dict(metrics),
         "registered": dict(registered),
     }
+
+
+def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run_id: str, attempt: int) -> Any:
+    """The launch context (docs/internals.md) and the compute request of one attempt."""
+    from airflow_mlpipe.compute import StepRequest
+
+    prefix = plan.attempt_prefix(attempt)
+    context = {
+        "format": 1,
+        "workspace": ws.datastore.uri,
+        "pipeline": pipeline,
+        "run_id": run_id,
+        "step": op.task_id,
+        "attempt": attempt,
+        "snapshot": {"key": plan.snapshot.key, "sha256": plan.snapshot.content_sha256},
+        "script": op.script,
+        "argv": plan.argv,
+        "params": dict(plan.components["params"]),
+        "inputs": {name: {"key": inp["key"], "kind": inp["kind"]} for name, inp in plan.inputs.items()},
+        "outputs": {name: {"key": out["key"]} for name, out in plan.outputs.items()},
+        "result_key": f"{prefix}/result.json",
+        "kept_outputs_key": f"{prefix}/outputs",
+        "tags": {},
+    }
+    env_cfg = op.environment
+    env = {**{k: str(v) for k, v in (env_cfg.get("env") or {}).items()}, **op.env, **hook.step_env()}
+    timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
+    return StepRequest(
+        context=context,
+        env=env,
+        python=env_cfg.get("python") or "python3",
+        requirements=list(env_cfg.get("requirements") or []),
+        requirements_file=env_cfg.get("requirements_file"),
+        image=op.compute.get("image") or env_cfg.get("image"),
+        resources=dict(op.compute_resources or {}),
+        timeout=timeout,
+        pipeline=pipeline,
+        run_id=run_id,
+        step=op.task_id,
+        attempt=attempt,
+    )

@@ -43,6 +43,8 @@ class MlpipeStepOperator(BaseOperator):
     :param param_types: declared type per param (``dataset`` and ``path`` params resolve as inputs).
     :param step_task_ids: step name -> task id, for ``${steps.S.outputs.O}`` (default: same name).
     :param pipeline: name used in the workspace (default: the dag_id).
+    :param env: extra environment variables of the step process (templated).
+    :param compute_resources: ``{"cpu", "memory", "gpu"}`` the compute target turns into limits or requests.
     :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
     :param mlpipe_conn_id: the ``mlpipe`` connection naming the workspace.
     """
@@ -68,6 +70,7 @@ class MlpipeStepOperator(BaseOperator):
         step_task_ids: Mapping[str, str] | None = None,
         pipeline: str | None = None,
         env: Mapping[str, str] | None = None,
+        compute_resources: Mapping[str, Any] | None = None,
         strict_conf: bool = True,
         mlpipe_conn_id: str = "mlpipe_default",
         **kwargs: Any,
@@ -87,6 +90,7 @@ class MlpipeStepOperator(BaseOperator):
         self.step_task_ids = dict(step_task_ids or {})
         self.pipeline = pipeline
         self.env = dict(env or {})
+        self.compute_resources = dict(compute_resources or {})
         self.strict_conf = strict_conf
         self.mlpipe_conn_id = mlpipe_conn_id
         self._target: Any = None
@@ -107,7 +111,12 @@ class MlpipeStepOperator(BaseOperator):
         conf = dict(getattr(dag_run, "conf", None) or {})
         params = dict(context["params"])
         if self.strict_conf:
-            self._check_conf(conf)
+            try:
+                self._check_conf(conf)
+            except ConfError as exc:
+                from airflow_mlpipe.compat import AirflowFailException
+
+                raise AirflowFailException(str(exc)) from exc  # a bad conf is not worth a retry
         hook = MlpipeHook(self.mlpipe_conn_id)
         ws = hook.get_workspace()
         pipeline = self.pipeline or self.dag_id

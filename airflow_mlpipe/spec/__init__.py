@@ -37,6 +37,7 @@ from airflow_mlpipe.spec.refs import (
     parse_template,
     substitute,
 )
+from airflow_mlpipe.spec.steps_ml import BatchScoreStep, CompareStep, RegisterModelStep  # registers them
 from airflow_mlpipe.spec.steps import (
     DEFAULT_DESTINATION,
     STEP_TYPES,

@@ -181,6 +181,7 @@ class PipelineSpec(BaseModel):
         out: dict[str, list[str]] = {}
         for name, step in self.steps.items():
             deps = set(step.after)
+            deps.update(other for _, other in step.step_refs())
             for text in step.inputs.values():
                 try:
                     ref = parse_input(text)

@@ -35,7 +35,7 @@ _MODEL_REF_RE = re.compile(
 
 #: JSON Schema pattern of a dataset reference string (``name``, ``name:3``, ``name:latest``).
 DATASET_REF_PATTERN = rf"^{_DATASET}(:([0-9]+|latest))?$"
-RUN_ATTRIBUTES = ("id", "pipeline", "step")
+RUN_ATTRIBUTES = ("id", "pipeline", "step", "partition", "partitions")
 KINDS = ("params", "inputs", "outputs", "run", "steps")
 
 

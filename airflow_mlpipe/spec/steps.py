@@ -138,6 +138,11 @@ class StepBase(BaseModel):
         the filesystem must not be checked."""
         return []
 
+    def step_refs(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """``(path below the step, step name)`` for type-specific fields that name other steps (a
+        compare step's ``candidate``...). The validator checks them; they order the graph like ``after``."""
+        return iter(())
+
 
 class PythonStep(StepBase):
     """``python <script> <arguments>`` run from a snapshot of ``source_directory``."""

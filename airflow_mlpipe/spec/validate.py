@@ -321,11 +321,12 @@ def _check_step(
                     f"dataset '{out.register_as}' is already registered by steps.{first[0]}.outputs.{first[1]}: "
                     "each dataset has one producer per pipeline",
                 )
-    for i, other in enumerate(step.after):
+    named = [(("after", i), other) for i, other in enumerate(step.after)]
+    for sub, other in [*named, *step.step_refs()]:
         if other == name:
-            col.add((*base, "after", i), "a step cannot run after itself")
+            col.add((*base, *sub), "a step cannot run after itself")
         elif other not in known["steps"]:
-            col.add((*base, "after", i), f"unknown step '{other}'", did_you_mean(other, known["steps"]))
+            col.add((*base, *sub), f"unknown step '{other}'", did_you_mean(other, known["steps"]))
         else:
             deps.append(other)
     bad = broken.salvaged.get(name, set())
