@@ -26,7 +26,7 @@ stop:
 	@$(PY) scripts/stop.py
 
 test: install system
-	@$(PY) -m pytest -p tests.fixtures.moto $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
 	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -81,23 +81,34 @@ def main() -> int:
 
 
 def print_summary(client: AirflowClient, dag_id: str, run: dict) -> None:
+    """Per-step outcome, metrics and outputs, read from the run: task instances and their XComs."""
     run_id = run["dag_run_id"]
-    tis = sorted(client.task_instances(dag_id, run_id), key=lambda ti: ti.get("start_date") or "")
-    table = Table(title=f"{dag_id} / {run_id}: {run['state']}")
-    for col in ("step", "state", "outcome", "seconds", "metrics", "outputs"):
+    tis = sorted(client.task_instances(dag_id, run_id), key=lambda ti: (ti.get("start_date") or "", ti["task_id"]))
+    table = Table(title=f"{dag_id}: run {run_id} {run['state']}")
+    for col in ("step", "state", "outcome", "seconds", "metrics"):
         table.add_column(col)
+    outputs: list[str] = []
     for ti in tis:
-        value = client.xcom(dag_id, run_id, ti["task_id"]) if ti["state"] == "success" else None
+        name = ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
+        value = client.xcom(dag_id, run_id, ti["task_id"], map_index=ti.get("map_index", -1))
         value = value if isinstance(value, dict) else {}
         outcome = "reused" if value.get("reused") else ("ran" if value else "-")
         metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in (value.get("metrics") or {}).items())
-        outputs = "\n".join(f"{k}: {v['uri']}" for k, v in (value.get("outputs") or {}).items())
-        registered = ", ".join(f"{k} v{v}" for k, v in (value.get("registered") or {}).items())
-        if registered:
-            outputs += f"\nregistered: {registered}"
-        table.add_row(ti["task_id"], ti["state"], outcome, f"{ti.get('duration') or 0:.1f}", metrics, outputs)
+                            for k, v in sorted((value.get("metrics") or {}).items()))
+        table.add_row(name, ti["state"] or "-", outcome, f"{ti.get('duration') or 0:.1f}", metrics)
+        for out, ref in (value.get("outputs") or {}).items():
+            outputs.append(f"  {name}.{out}: {ref['uri']}")
+        for dataset, version in (value.get("registered") or {}).items():
+            outputs.append(f"  {name} registered dataset {dataset} version {version}")
+        if value.get("model"):
+            model = value["model"]
+            outputs.append(f"  {name}: model {model.get('name')} version {model.get('version')}"
+                           + (f" ({model['decision']})" if model.get("decision") else ""))
     console.print(table)
+    if outputs:
+        console.print("Outputs:")
+        for line in outputs:
+            console.print(line, soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

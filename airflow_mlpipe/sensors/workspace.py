@@ -105,10 +105,12 @@ class MlpipeDatasetSensor(_WorkspaceChangeSensor):
     template_fields: Sequence[str] = ("name", "prefix", "after_version")
     kind = "datasets"
 
-    def __init__(self, *, name: str | None = None, prefix: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, name: str | None = None, prefix: str | None = None, after_version: int | None = None, **kwargs: Any
+    ) -> None:
         if (name is None) == (prefix is None):
             raise ValueError("MlpipeDatasetSensor needs exactly one of name= (a dataset) or prefix= (a path)")
-        super().__init__(name=name, prefix=prefix, **kwargs)
+        super().__init__(name=name, prefix=prefix, after_version=after_version, **kwargs)
 
 
 class MlpipeModelSensor(_WorkspaceChangeSensor):
@@ -117,5 +119,7 @@ class MlpipeModelSensor(_WorkspaceChangeSensor):
     template_fields: Sequence[str] = ("name", "alias", "after_version")
     kind = "models"
 
-    def __init__(self, *, name: str, alias: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=name, alias=alias, **kwargs)
+    def __init__(
+        self, *, name: str, alias: str | None = None, after_version: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(name=name, alias=alias, after_version=after_version, **kwargs)

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_mlpipe.compute.base import StepRequest
 from airflow_mlpipe.workspace.datastore import LocalDatastore
-from tests.fixtures.moto import moto_env, moto_s3_options, moto_server, s3_workspace_uri  # noqa: F401
+
 from tests.runtime.conftest import make_context
 
 STEP_IMAGE = os.environ.get("MLPIPE_STEP_IMAGE", "localhost/mlpipe-python:bookworm")

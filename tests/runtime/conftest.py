@@ -14,7 +14,7 @@ import pytest
 
 from airflow_mlpipe.runtime.bundle import launch_command, stage_runtime
 from airflow_mlpipe.workspace.datastore import LocalDatastore
-from tests.fixtures.moto import moto_env, moto_s3_options, moto_server, s3_workspace_uri  # noqa: F401
+
 
 CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/root/.pyenv/versions/3.11.7/bin/python")
 

@@ -59,7 +59,7 @@ EXPECTED = {
     "unknown_output_ref.yaml": "unknown_output_ref.yaml:25: steps.train.inputs.table: step 'prep' has no output 'tabel' (its outputs: table) (did you mean 'table'?)",
     "unknown_param_in_args.yaml": "unknown_param_in_args.yaml:17: steps.prep.arguments.1: unknown param 'rowz' in ${params.rowz} (did you mean 'rows'?)",
     "unknown_step_ref.yaml": "unknown_step_ref.yaml:25: steps.train.inputs.table: unknown step 'prp' (did you mean 'prep'?)",
-    "unknown_step_type.yaml": "unknown_step_type.yaml:21: steps.train.type: unknown step type 'pyhton' (registered: python) (did you mean 'python'?)",
+    "unknown_step_type.yaml": "unknown_step_type.yaml:21: steps.train.type: unknown step type 'pyhton' (registered: python, register_model, compare, batch_score) (did you mean 'python'?)",
     "unknown_top_field.yaml": "unknown_top_field.yaml:11: parms: unknown field 'parms' (did you mean 'params'?)",
     "values_on_non_enum.yaml": "values_on_non_enum.yaml:12: params.mode.values: 'values' is only for enum params (this one is string)",
     "version_zero.yaml": "version_zero.yaml:3: version: must be >= 1, got 0",

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_mlpipe.workspace.core import Workspace
 from airflow_mlpipe.workspace.datastore import open_datastore
-from tests.fixtures.moto import moto_env, moto_s3_options, moto_server, s3_workspace_uri  # noqa: F401
+
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.integration)]
 

@@ -1,0 +1,34 @@
+"""Suite-wide settings. Airflow reads its configuration when it is first imported, so the environment of
+the whole session is set here, before any test module imports Airflow: a throw-away AIRFLOW_HOME (SQLite),
+no example DAGs, a 1 s retry delay (so dag.test() does not sleep 5 minutes before a retry), and caches
+(venvs, file hashes) shared by the session so each environment is built once."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+_SESSION = pathlib.Path(tempfile.mkdtemp(prefix="mlpipe-tests-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_SESSION / "airflow"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] = "1"
+os.environ.setdefault("MLPIPE_VENV_DIR", str(_SESSION / "venvs"))
+os.environ.setdefault("MLPIPE_CACHE_DIR", str(_SESSION / "cache"))
+os.environ.setdefault("MLPIPE_SCRATCH_DIR", str(_SESSION / "scratch"))
+
+import pytest  # noqa: E402
+
+pytest_plugins = ["tests.fixtures.moto"]
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> pathlib.Path:
+    """A migrated SQLite metadata DB for dag.test() (once per session)."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=dict(os.environ), timeout=300)
+    return pathlib.Path(os.environ["AIRFLOW_HOME"])
