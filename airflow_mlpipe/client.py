@@ -179,3 +179,49 @@ class AirflowClient:
             if time.monotonic() > deadline:
                 raise AirflowApiError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s")
             time.sleep(interval)
+
+    # ------------------------------------------------------------------ added for the CLI
+    def dag_ids(self, limit: int = 1000) -> list[str]:
+        """Ids of the DAGs Airflow knows (for "did you mean" hints)."""
+        data = self.request("GET", "/dags", params={"limit": limit})
+        return [dag["dag_id"] for dag in data.get("dags", [])]
+
+    def find_asset(self, uri: str) -> dict[str, Any] | None:
+        """The active Asset whose URI is exactly ``uri`` (``GET /assets?uri_pattern=``, a substring
+        search, filtered here), or None if no DAG references it."""
+        data = self.request("GET", "/assets", params={"uri_pattern": uri, "limit": 100})
+        for asset in data.get("assets", []):
+            if asset.get("uri") == uri:
+                return asset
+        return None
+
+    def create_asset_event(self, asset_id: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``POST /assets/events``: record an event on the asset (DAGs scheduled on it get queued)."""
+        return self.request("POST", "/assets/events", json={"asset_id": asset_id, "extra": dict(extra or {})})
+
+    def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The DAG's runs, newest first."""
+        data = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-run_after"}
+        )
+        return data.get("dag_runs", [])
+
+    def has_credentials(self) -> bool:
+        """True if a token, or a username and password, were given (or found in the environment)."""
+        return bool(self._token or (self._username and self._password))
+
+    def task_log_events(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> list[Any]:
+        """The task log as Airflow returns it: structured events (dicts with ``event``, ``level``,
+        ``timestamp``, and ``error_detail`` for exceptions) or plain lines."""
+        data = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = data.get("content") if isinstance(data, dict) else data
+        if isinstance(content, list):
+            return content
+        return str(content or "").splitlines()

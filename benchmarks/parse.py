@@ -101,6 +101,7 @@ def build(root: pathlib.Path, count: int) -> tuple[pathlib.Path, pathlib.Path]:
     for folder in (factory_dir, plain_dir):
         (folder / "src").mkdir(parents=True)
         (folder / "src" / "step.py").write_text("print('step')\n")
+        (folder / ".airflowignore").write_text("src/\npipelines/\n")
     (factory_dir / "pipelines").mkdir()
     (plain_dir / "pipelines").mkdir()
     for i in range(count):

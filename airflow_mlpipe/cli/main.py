@@ -17,10 +17,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog="Exit codes: 0 done, 1 failed (e.g. the run failed), 2 refused (bad argument, unknown name or "
+    "param), 3 unavailable (workspace or Airflow unreachable, login refused, timeout). Every command has --json.",
 )
 
 #: modules that define ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = ("airflow_mlpipe.cli.pipelines",)
+COMMAND_MODULES = (
+    "airflow_mlpipe.cli.pipelines",
+    "airflow_mlpipe.cli.trigger",
+    "airflow_mlpipe.cli.runs",
+    "airflow_mlpipe.cli.datasets",
+    "airflow_mlpipe.cli.models",
+    "airflow_mlpipe.cli.gc",
+)
 
 
 def _register() -> None:

@@ -17,7 +17,7 @@ import datetime
 import pathlib
 from typing import Any
 
-from airflow_mlpipe.factory.builders import builder_for
+from airflow_mlpipe.factory.builders import builder_for, dag_id_for
 
 REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
@@ -84,7 +84,7 @@ def dag_kwargs(spec: Any, with_params: bool = True) -> dict[str, Any]:
         default_args["execution_timeout"] = datetime.timedelta(seconds=defaults.timeout)
     description = (spec.description or "").strip()
     return {
-        "dag_id": spec.pipeline,
+        "dag_id": dag_id_for(spec),
         "description": description.splitlines()[0][:200] if description else None,
         "doc_md": description or None,
         "tags": sorted({*(spec.tags or []), "mlpipe"}),
@@ -106,8 +106,7 @@ def build_dag(spec: Any) -> Any:
         tasks: dict[str, Any] = {}
         for name in spec.step_order():
             step = spec.steps[name]
-            builder = builder_for(step.type)
-            tasks[name] = builder.load_class()(**builder.kwargs(spec, name, step))
+            tasks[name] = builder_for(step.type).create(spec, name, step)
         for name in spec.step_order():
             for upstream in spec.upstream(name):
                 tasks[upstream] >> tasks[name]

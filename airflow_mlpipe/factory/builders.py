@@ -2,8 +2,8 @@
 keyword arguments of its operator class; the factory instantiates it and ``mlpipe compile`` writes the
 same call as Python source, so both paths build the very same tasks.
 
-Later step types register here (``register_builder("batch_score", BatchScoreBuilder())``); the factory
-never branches on a step's type.
+A step type registers here (``register_builder("batch_score", BatchScoreBuilder())``); the factory never
+branches on a step's type.
 """
 
 from __future__ import annotations
@@ -11,19 +11,61 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-OPERATOR_MODULE = "airflow_mlpipe.operators.step"
+
+def _dump(model: Any) -> dict[str, Any]:
+    if model is None:
+        return {}
+    if hasattr(model, "model_dump"):
+        return model.model_dump(mode="json", exclude_none=True)
+    return dict(model)
+
+
+def step_task_ids(spec: Any, names: list[str]) -> dict[str, str]:
+    """Task ids of the steps ``names`` whose task id is not the step name (a partitioned step's merge)."""
+    ids = {}
+    for other in names:
+        task_id = builder_for(spec.steps[other].type).exit_task_id(other)
+        if task_id != other:
+            ids[other] = task_id
+    return ids
+
+
+def dag_id_for(spec: Any) -> str:
+    """A published pipeline (with ``endpoint:``) is DAG ``<pipeline>_v<version>``; others ``<pipeline>``.
+    The DAG id is also the pipeline's name in the workspace (run records, cache explanations)."""
+    return f"{spec.pipeline}_v{spec.version}" if spec.endpoint is not None else spec.pipeline
+
+
+def _common(spec: Any, name: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"pipeline": dag_id_for(spec)}
+    ids = step_task_ids(spec, spec.upstream(name))
+    if ids:
+        kwargs["step_task_ids"] = ids
+    retries, timeout = spec.resolved_retries(name), spec.resolved_timeout(name)
+    if retries is not None:
+        kwargs["retries"] = retries
+    if timeout is not None:
+        kwargs["execution_timeout"] = datetime.timedelta(seconds=timeout)
+    step = spec.steps[name]
+    if getattr(step, "description", None):
+        kwargs["doc_md"] = step.description
+    return kwargs
 
 
 class StepBuilder:
     """Builds the task of a ``python`` step: an MlpipeStepOperator."""
 
-    operator_module = OPERATOR_MODULE
+    operator_module = "airflow_mlpipe.operators.step"
     operator_class = "MlpipeStepOperator"
 
     def load_class(self) -> type:
         import importlib
 
         return getattr(importlib.import_module(self.operator_module), self.operator_class)
+
+    def exit_task_id(self, name: str) -> str:
+        """The task whose XCom holds the step's outputs (what ``${steps.NAME.outputs.X}`` reads)."""
+        return name
 
     def kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
         compute_name, target = spec.resolved_compute(name)
@@ -43,34 +85,129 @@ class StepBuilder:
             "source_directory": str(spec.source_dir(name)),
             "arguments": list(step.arguments or []),
             "inputs": dict(step.inputs or {}),
-            "outputs": {k: _dump(v) if v is not None else {} for k, v in (step.outputs or {}).items()},
+            "outputs": {k: _dump(v) for k, v in (step.outputs or {}).items()},
             "environment": environment,
             "compute": compute,
             "allow_reuse": step.allow_reuse,
             "params_used": spec.params_used(name),
             "param_types": {p: param.type for p, param in spec.params.items()},
-            "pipeline": spec.pipeline,
         }
         if step.resources is not None:
             kwargs["compute_resources"] = _dump(step.resources)
         if step.hash_paths:
             kwargs["hash_paths"] = list(step.hash_paths)
-        retries, timeout = spec.resolved_retries(name), spec.resolved_timeout(name)
-        if retries is not None:
-            kwargs["retries"] = retries
-        if timeout is not None:
-            kwargs["execution_timeout"] = datetime.timedelta(seconds=timeout)
-        if getattr(step, "description", None):
-            kwargs["doc_md"] = step.description
+        kwargs.update(_common(spec, name))
+        return kwargs
+
+    def create(self, spec: Any, name: str, step: Any) -> Any:
+        """The task (or task group) of the step, inside the DAG context the factory opened."""
+        return self.load_class()(**self.kwargs(spec, name, step))
+
+    def source(self, spec: Any, name: str, step: Any, var: str, render: Any) -> list[str]:
+        """Python source lines (indented for a ``with DAG(...)`` body) building what ``create`` builds.
+        ``render(kwargs)`` writes keyword arguments as source."""
+        return [f"    {var} = {self.operator_class}(", *render(self.kwargs(spec, name, step), 8), "    )"]
+
+    def imports(self) -> list[str]:
+        return [f"from {self.operator_module} import {self.operator_class}"]
+
+
+class RegisterModelBuilder(StepBuilder):
+    operator_module = "airflow_mlpipe.operators.model"
+    operator_class = "MlpipeRegisterModelOperator"
+
+    def kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        kwargs = {
+            "task_id": name,
+            "model_name": step.model_name,
+            "inputs": dict(step.inputs),
+            "metrics_from": list(step.metrics_from),
+            "aliases": list(step.aliases),
+            "param_types": {p: param.type for p, param in spec.params.items()},
+        }
+        kwargs.update(_common(spec, name))
+        ids = step_task_ids(spec, list(step.metrics_from))
+        if ids:
+            kwargs["step_task_ids"] = {**kwargs.get("step_task_ids", {}), **ids}
         return kwargs
 
 
-def _dump(model: Any) -> dict[str, Any]:
-    if model is None:
-        return {}
-    if hasattr(model, "model_dump"):
-        return model.model_dump(mode="json", exclude_none=True)
-    return dict(model)
+class CompareBuilder(StepBuilder):
+    operator_module = "airflow_mlpipe.operators.model"
+    operator_class = "MlpipeCompareOperator"
+
+    def kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        candidate = spec.steps[step.candidate]
+        kwargs = {
+            "task_id": name,
+            "candidate": step.candidate,
+            "metric": step.metric,
+            "direction": step.direction,
+            "margin": step.margin,
+            "alias": step.alias,
+            "model_name": getattr(candidate, "model_name", None),
+        }
+        kwargs.update(_common(spec, name))
+        return kwargs
+
+
+class BatchScoreBuilder(StepBuilder):
+    """A TaskGroup: the step's script mapped over its partitions (dynamic task mapping), then a merge."""
+
+    merge_module = "airflow_mlpipe.operators.batch"
+    merge_class = "MlpipeMergeOperator"
+
+    def exit_task_id(self, name: str) -> str:
+        return f"{name}.merge"
+
+    def partition_kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        kwargs = super().kwargs(spec, name, step)
+        kwargs["task_id"] = "partition"
+        kwargs["partitions"] = step.partitions
+        # each partition writes its own outputs (step name NAME.partition-pN); the merge registers them
+        kwargs["outputs"] = {k: {kk: vv for kk, vv in v.items() if kk != "register_as"}
+                             for k, v in kwargs["outputs"].items()}
+        kwargs.pop("doc_md", None)
+        return kwargs
+
+    def merge_kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        return {
+            "task_id": "merge",
+            "partitioned_task_id": f"{name}.partition",
+            "step": name,
+            "outputs": {k: _dump(v) for k, v in (step.outputs or {}).items()},
+            "partitions": step.partitions,
+            "pipeline": dag_id_for(spec),
+            "allow_reuse": step.allow_reuse,
+        }
+
+    def create(self, spec: Any, name: str, step: Any) -> Any:
+        import importlib
+
+        from airflow_mlpipe.compat import TaskGroup
+
+        merge_cls = getattr(importlib.import_module(self.merge_module), self.merge_class)
+        with TaskGroup(group_id=name, tooltip=getattr(step, "description", None) or "") as group:
+            parts = self.load_class().partial(**self.partition_kwargs(spec, name, step)).expand(
+                partition=list(range(step.partitions))
+            )
+            parts >> merge_cls(**self.merge_kwargs(spec, name, step))
+        return group
+
+    def source(self, spec: Any, name: str, step: Any, var: str, render: Any) -> list[str]:
+        return [
+            f"    with TaskGroup(group_id={name!r}) as {var}:",
+            f"        {var}_parts = {self.operator_class}.partial(",
+            *render(self.partition_kwargs(spec, name, step), 12),
+            f"        ).expand(partition={list(range(step.partitions))!r})",
+            f"        {var}_parts >> {self.merge_class}(",
+            *render(self.merge_kwargs(spec, name, step), 12),
+            "        )",
+        ]
+
+    def imports(self) -> list[str]:
+        return [*super().imports(), f"from {self.merge_module} import {self.merge_class}",
+                "from airflow.sdk import TaskGroup"]
 
 
 BUILDERS: dict[str, StepBuilder] = {}
@@ -88,3 +225,6 @@ def builder_for(step_type: str) -> StepBuilder:
 
 
 register_builder("python", StepBuilder())
+register_builder("register_model", RegisterModelBuilder())
+register_builder("compare", CompareBuilder())
+register_builder("batch_score", BatchScoreBuilder())

@@ -72,20 +72,10 @@ def compile_source(spec: Any, out_dir: str | pathlib.Path | None = None) -> str:
         "from airflow.sdk import DAG, Param",
         *sorted(imports),
     ]
-    classes: dict[str, str] = {}
-    steps = []
+    imports_needed: set[str] = set()
     for name in spec.step_order():
-        step = spec.steps[name]
-        builder = builder_for(step.type)
-        classes[builder.operator_class] = builder.operator_module
-        op_kwargs = builder.kwargs(spec, name, step)
-        op_kwargs["source_directory"] = _Relative(op_kwargs["source_directory"], out)
-        env = op_kwargs.get("environment") or {}
-        if env.get("requirements_file"):
-            env["requirements_file"] = _Relative(env["requirements_file"], out)
-        steps.append((name, builder.operator_class, op_kwargs))
-    for cls, module in sorted(classes.items()):
-        lines.append(f"from {module} import {cls}")
+        imports_needed.update(builder_for(spec.steps[name].type).imports())
+    lines.extend(sorted(imports_needed))
     lines += ["", "HERE = pathlib.Path(__file__).resolve().parent", "", "with DAG("]
     for key, value in kwargs.items():
         lines.append(f"    {key}={_indent(_lit(value), 4).lstrip()},")
@@ -95,14 +85,23 @@ def compile_source(spec: Any, out_dir: str | pathlib.Path | None = None) -> str:
         args = ", ".join([_lit(default), *(f"{k}={_lit(v)}" for k, v in pkw.items() if v is not None)])
         lines.append(f"        {name!r}: Param({args}),")
     lines += ["    },", ") as dag:"]
+    def render(op_kwargs: dict[str, Any], indent: int) -> list[str]:
+        op_kwargs = dict(op_kwargs)
+        if "source_directory" in op_kwargs:
+            op_kwargs["source_directory"] = _Relative(op_kwargs["source_directory"], out)
+        env = dict(op_kwargs.get("environment") or {})
+        if env.get("requirements_file"):
+            env["requirements_file"] = _Relative(env["requirements_file"], out)
+            op_kwargs["environment"] = env
+        pad = " " * indent
+        return [f"{pad}{key}={_indent(_lit(value), indent).lstrip()}," for key, value in op_kwargs.items()]
+
     variables = {}
-    for index, (name, cls, op_kwargs) in enumerate(steps):
+    for index, name in enumerate(spec.step_order()):
         var = f"task_{index}"
         variables[name] = var
-        lines.append(f"    {var} = {cls}(")
-        for key, value in op_kwargs.items():
-            lines.append(f"        {key}={_indent(_lit(value), 8).lstrip()},")
-        lines.append("    )")
+        step = spec.steps[name]
+        lines.extend(builder_for(step.type).source(spec, name, step, var, render))
     for name in spec.step_order():
         for upstream in spec.upstream(name):
             lines.append(f"    {variables[upstream]} >> {variables[name]}")

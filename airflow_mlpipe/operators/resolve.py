@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -182,12 +181,13 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
     inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
     snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths)
     env_hash = environment_hash(op.environment)
-    run = {"id": run_id, "pipeline": pipeline, "step": op.task_id}
+    run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
+           "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}
     argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
     outputs = {}
     for oname, cfg in sorted(op.outputs.items()):
         template = cfg.get("destination") or DEFAULT_DESTINATION
-        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=op.task_id, output=oname)
+        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=op.step_name, output=oname)
         outputs[oname] = {"key": check_workspace_path(f"outputs.{oname}.destination", key),
                           "register_as": cfg.get("register_as")}
     components = {
@@ -202,7 +202,7 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
         "params": dict(used_values),
         "inputs": {k: v["digest"] for k, v in inputs.items()},
     }
-    return StepPlan(pipeline, run_id, op.task_id, snapshot, env_hash, argv, inputs, outputs, components,
+    return StepPlan(pipeline, run_id, op.step_name, snapshot, env_hash, argv, inputs, outputs, components,
                     cache_key(components))
 
 
@@ -241,8 +241,8 @@ def register_outputs(op: Any, ws: Any, context: Any, outputs: Mapping[str, Any],
         version = ws.datasets.register(
             name,
             out["key"],
-            description=f"output {oname!r} of step {op.task_id!r} in pipeline {pipeline!r}",
-            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.task_id, "output": oname,
+            description=f"output {oname!r} of step {op.step_name!r} in pipeline {pipeline!r}",
+            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.step_name, "output": oname,
                            "key": out["key"]},
         )
         registered[name] = version.version
@@ -291,7 +291,7 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
         "workspace": ws.datastore.uri,
         "pipeline": pipeline,
         "run_id": run_id,
-        "step": op.task_id,
+        "step": op.step_name,
         "attempt": attempt,
         "snapshot": {"key": plan.snapshot.key, "sha256": plan.snapshot.content_sha256},
         "script": op.script,
@@ -317,6 +317,6 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
         timeout=timeout,
         pipeline=pipeline,
         run_id=run_id,
-        step=op.task_id,
+        step=op.step_name,
         attempt=attempt,
     )

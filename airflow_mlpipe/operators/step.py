@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseOperator
-from airflow_mlpipe.errors import ConfError, StepFailed
+from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
+from airflow_mlpipe.operators.common import refuse_unknown_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -44,6 +45,8 @@ class MlpipeStepOperator(BaseOperator):
     :param step_task_ids: step name -> task id, for ``${steps.S.outputs.O}`` (default: same name).
     :param pipeline: name used in the workspace (default: the dag_id).
     :param env: extra environment variables of the step process (templated).
+    :param partition: this task's share of a partitioned step (``${run.partition}``; set by ``.expand``).
+    :param partitions: how many partitions there are (``${run.partitions}``).
     :param compute_resources: ``{"cpu", "memory", "gpu"}`` the compute target turns into limits or requests.
     :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
     :param mlpipe_conn_id: the ``mlpipe`` connection naming the workspace.
@@ -71,6 +74,8 @@ class MlpipeStepOperator(BaseOperator):
         pipeline: str | None = None,
         env: Mapping[str, str] | None = None,
         compute_resources: Mapping[str, Any] | None = None,
+        partition: int | None = None,
+        partitions: int | None = None,
         strict_conf: bool = True,
         mlpipe_conn_id: str = "mlpipe_default",
         **kwargs: Any,
@@ -91,6 +96,8 @@ class MlpipeStepOperator(BaseOperator):
         self.pipeline = pipeline
         self.env = dict(env or {})
         self.compute_resources = dict(compute_resources or {})
+        self.partition = partition
+        self.partitions = partitions
         self.strict_conf = strict_conf
         self.mlpipe_conn_id = mlpipe_conn_id
         self._target: Any = None
@@ -103,6 +110,11 @@ class MlpipeStepOperator(BaseOperator):
             # nothing new emits no Asset event, so it triggers no pipeline scheduled on the dataset.
             self.outlets = [*self.outlets, *(dataset_alias(name) for name in registered)]
 
+    @property
+    def step_name(self) -> str:
+        """The step's name in the workspace: the task id, plus ``-pN`` for partition N of a mapped step."""
+        return self.task_id if self.partition is None else f"{self.task_id}-p{int(self.partition)}"
+
     # ------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.hooks.workspace import MlpipeHook
@@ -111,12 +123,7 @@ class MlpipeStepOperator(BaseOperator):
         conf = dict(getattr(dag_run, "conf", None) or {})
         params = dict(context["params"])
         if self.strict_conf:
-            try:
-                self._check_conf(conf)
-            except ConfError as exc:
-                from airflow_mlpipe.compat import AirflowFailException
-
-                raise AirflowFailException(str(exc)) from exc  # a bad conf is not worth a retry
+            refuse_unknown_conf(self, conf)
         hook = MlpipeHook(self.mlpipe_conn_id)
         ws = hook.get_workspace()
         pipeline = self.pipeline or self.dag_id
@@ -129,12 +136,12 @@ class MlpipeStepOperator(BaseOperator):
         ws.runs.write_run(pipeline, run_id, resolve.run_doc(params, conf, context))
         started = time.time()
         plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values)
-        self.log.info("step %s: snapshot %s, environment %s", self.task_id, plan.snapshot.sha256[:12], plan.env_hash[:12])
+        self.log.info("step %s: snapshot %s, environment %s", self.step_name, plan.snapshot.sha256[:12], plan.env_hash[:12])
         for name, inp in plan.inputs.items():
             self.log.info("input %s <- %s (digest %s)", name, inp["source"], inp["digest"][:12])
 
         record = {
-            "step": self.task_id,
+            "step": self.step_name,
             "pipeline": pipeline,
             "run_id": run_id,
             "attempt": attempt,
@@ -149,29 +156,29 @@ class MlpipeStepOperator(BaseOperator):
             entry = ws.cache.lookup(plan.key)
             if entry is not None:
                 return self._reuse(ws, context, entry, plan, record, pipeline, run_id)
-            reasons = ws.cache.explain(pipeline, self.task_id, plan.components)
+            reasons = ws.cache.explain(pipeline, self.step_name, plan.components)
         else:
             reasons = ["allow_reuse is false"] if not self.allow_reuse else ["regenerate_outputs requested"]
         for reason in reasons:
-            self.log.info("running step %s: %s", self.task_id, reason)
+            self.log.info("running step %s: %s", self.step_name, reason)
         record.update(status="running", reused=False, rerun_reasons=reasons)
-        ws.runs.write_step(pipeline, run_id, self.task_id, record)
+        ws.runs.write_step(pipeline, run_id, self.step_name, record)
         try:
             result = self._run(hook, ws, plan, pipeline, run_id, attempt)
         except BaseException as exc:
             record.update(status="failed", finished=time.time(), error=str(exc)[-4000:])
-            ws.runs.write_step(pipeline, run_id, self.task_id, record)
+            ws.runs.write_step(pipeline, run_id, self.step_name, record)
             raise
         outputs = resolve.checked_outputs(ws, plan, result)
         metrics = dict(result.get("metrics") or {})
         ws.cache.commit(
             plan.key,
             pipeline,
-            self.task_id,
+            self.step_name,
             plan.components,
             outputs,
             metrics,
-            {"pipeline": pipeline, "run_id": run_id, "step": self.task_id},
+            {"pipeline": pipeline, "run_id": run_id, "step": self.step_name},
         )
         registered = resolve.register_outputs(self, ws, context, outputs, pipeline, run_id)
         record.update(
@@ -184,27 +191,16 @@ class MlpipeStepOperator(BaseOperator):
             tags=result.get("tags") or {},
             registered=registered,
         )
-        ws.runs.write_step(pipeline, run_id, self.task_id, record)
-        self.log.info("step %s succeeded in %.1fs; metrics %s", self.task_id, time.time() - started, metrics)
-        return resolve.xcom_value(self.task_id, False, plan.key, None, outputs, metrics, registered, ws)
-
-    def _check_conf(self, conf: Mapping[str, Any]) -> None:
-        declared = set(self.dag.params.keys()) if self.dag is not None else set()
-        declared.add("regenerate_outputs")
-        unknown = sorted(set(conf) - declared)
-        if unknown:
-            raise ConfError(
-                f"dag_run.conf of {self.dag_id!r} has unknown key(s) {unknown}; declared params: "
-                f"{sorted(declared)}. Fix the conf (or declare the param in the pipeline definition) "
-                "and trigger again; no step ran."
-            )
+        ws.runs.write_step(pipeline, run_id, self.step_name, record)
+        self.log.info("step %s succeeded in %.1fs; metrics %s", self.step_name, time.time() - started, metrics)
+        return resolve.xcom_value(self.step_name, False, plan.key, None, outputs, metrics, registered, ws)
 
     def _reuse(self, ws, context, entry, plan, record, pipeline, run_id) -> dict[str, Any]:
         origin = entry.run or {}
         self.log.info(
             "step %s reused: cache key %s matches run %s (nothing changed in script, snapshot, "
             "environment, params used or inputs)",
-            self.task_id,
+            self.step_name,
             plan.key[:12],
             origin.get("run_id"),
         )
@@ -218,9 +214,9 @@ class MlpipeStepOperator(BaseOperator):
             metrics=entry.metrics,
             registered=registered,
         )
-        ws.runs.write_step(pipeline, run_id, self.task_id, record)
+        ws.runs.write_step(pipeline, run_id, self.step_name, record)
         return resolve.xcom_value(
-            self.task_id, True, plan.key, origin, entry.outputs, entry.metrics, registered, ws
+            self.step_name, True, plan.key, origin, entry.outputs, entry.metrics, registered, ws
         )
 
     def _run(self, hook, ws, plan, pipeline: str, run_id: str, attempt: int) -> dict[str, Any]:
@@ -241,11 +237,11 @@ class MlpipeStepOperator(BaseOperator):
             self._target.kill()
             raise
         if self._killed.is_set():
-            raise StepFailed(f"step {self.task_id!r} was killed; no output was committed", exit_code=code)
+            raise StepFailed(f"step {self.step_name!r} was killed; no output was committed", exit_code=code)
         if code != 0:
             log_tail = "\n".join(tail)
             raise StepFailed(
-                f"step {self.task_id!r} of pipeline {pipeline!r}: {self.script} exited with code {code}. "
+                f"step {self.step_name!r} of pipeline {pipeline!r}: {self.script} exited with code {code}. "
                 f"Last {len(tail)} log lines:\n{log_tail}",
                 exit_code=code,
                 log_tail=log_tail,
@@ -253,7 +249,7 @@ class MlpipeStepOperator(BaseOperator):
         result = ws.datastore.get_json(plan.result_key(attempt))
         if not result or result.get("status") != "succeeded":
             raise StepFailed(
-                f"step {self.task_id!r}: the script exited 0 but the runtime wrote no successful result "
+                f"step {self.step_name!r}: the script exited 0 but the runtime wrote no successful result "
                 f"at {plan.result_key(attempt)}; see the log above",
                 exit_code=code,
             )

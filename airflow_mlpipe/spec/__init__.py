@@ -37,7 +37,6 @@ from airflow_mlpipe.spec.refs import (
     parse_template,
     substitute,
 )
-from airflow_mlpipe.spec.steps_ml import BatchScoreStep, CompareStep, RegisterModelStep  # registers them
 from airflow_mlpipe.spec.steps import (
     DEFAULT_DESTINATION,
     STEP_TYPES,
@@ -47,8 +46,12 @@ from airflow_mlpipe.spec.steps import (
     StepBase,
     register_step_type,
 )
+from airflow_mlpipe.spec.steps_ml import BatchScoreStep, CompareStep, RegisterModelStep  # registers them
 
 __all__ = [
+    "BatchScoreStep",
+    "CompareStep",
+    "RegisterModelStep",
     "COMPUTE_TYPES",
     "DEFAULT_DESTINATION",
     "PARAM_TYPES",

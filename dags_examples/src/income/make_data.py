@@ -34,8 +34,8 @@ def row(rng: random.Random, region: str) -> list:
     z = (-9.2 + 0.045 * age + 0.33 * edu_num + (1.3 if marital == "Married-civ-spouse" else 0)
          + (0.8 if occupation in ("Exec-managerial", "Prof-specialty") else 0) + 0.03 * hours
          + (0.00025 * gain) + (0.3 if sex == "Male" else 0))
-    if region == "non_us":  # another population: lower base rate, education pays more
-        z += -0.6 + 0.08 * (edu_num - 10)
+    if region == "non_us":  # another population: lower base rate, education pays more, noisier labels
+        z += -0.6 + 0.08 * (edu_num - 10) + rng.gauss(0, 1.2)
     z += rng.gauss(0, 0.8)
     label = ">50K" if rng.random() < 1 / (1 + math.exp(-z)) else "<=50K"
     return [age, rng.choice(WORKCLASS), education, edu_num, marital, occupation, sex, gain, hours,

@@ -1,0 +1,131 @@
+"""MlpipeMergeOperator: the last task of a partitioned (``batch_score``) step. It gathers the outputs of
+the mapped partition tasks into one output per name (partition N's files under ``pNNNNN/``), written
+server-side (object copies, no download) with the manifest last, reuses an identical earlier merge, and
+registers the merged output as one dataset version."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlpipe.compat import BaseOperator
+from airflow_mlpipe.errors import StepFailed
+from airflow_mlpipe.operators import resolve
+from airflow_mlpipe.operators.common import refuse_unknown_conf
+
+if TYPE_CHECKING:
+    from airflow_mlpipe.compat import Context
+
+
+def merge_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Integer metrics add up (rows scored); other numbers are averaged over the partitions."""
+    merged: dict[str, Any] = {}
+    names = sorted({name for part in parts for name in part})
+    for name in names:
+        values = [p[name] for p in parts if isinstance(p.get(name), (int, float)) and not isinstance(p.get(name), bool)]
+        if not values:
+            continue
+        merged[name] = sum(values) if all(isinstance(v, int) for v in values) else sum(values) / len(values)
+    return merged
+
+
+class MlpipeMergeOperator(BaseOperator):
+    """Merge the outputs of the mapped task ``partitioned_task_id`` into the outputs of step ``step``."""
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#d8f5e0"
+
+    def __init__(
+        self,
+        *,
+        partitioned_task_id: str,
+        step: str,
+        outputs: Mapping[str, Mapping[str, Any] | None],
+        partitions: int,
+        pipeline: str | None = None,
+        allow_reuse: bool = True,
+        mlpipe_conn_id: str = "mlpipe_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.partitioned_task_id = partitioned_task_id
+        self.step = step
+        self.partitions = int(partitions)
+        self.outputs = {name: dict(cfg or {}) for name, cfg in outputs.items()}
+        self.pipeline = pipeline
+        self.allow_reuse = allow_reuse
+        self.mlpipe_conn_id = mlpipe_conn_id
+        registered = [cfg["register_as"] for cfg in self.outputs.values() if cfg.get("register_as")]
+        if registered:
+            from airflow_mlpipe.assets import dataset_alias
+
+            self.outlets = [*self.outlets, *(dataset_alias(name) for name in registered)]
+
+    @property
+    def step_name(self) -> str:
+        return self.step
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlpipe.hooks.workspace import MlpipeHook
+        from airflow_mlpipe.workspace.cache import cache_key
+
+        dag_run = context["dag_run"]
+        conf = dict(dag_run.conf or {})
+        refuse_unknown_conf(self, conf)
+        ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
+        pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
+        regenerate = bool(dict(context["params"]).get("regenerate_outputs", conf.get("regenerate_outputs", False)))
+        started = time.time()
+        parts = list(context["ti"].xcom_pull(task_ids=self.partitioned_task_id,
+                                             map_indexes=list(range(self.partitions))) or [])
+        if not parts or any(not isinstance(p, dict) for p in parts):
+            raise StepFailed(f"step {self.step!r}: the partition tasks {self.partitioned_task_id!r} left no outputs")
+        components = {
+            "merge": self.step,
+            "outputs": sorted(self.outputs),
+            "parts": [{name: p["outputs"][name]["digest"] for name in sorted(self.outputs)} for p in parts],
+        }
+        key = cache_key(components)
+        record = {"step": self.step, "pipeline": pipeline, "run_id": run_id, "cache_key": key,
+                  "partitions": len(parts), "started": started,
+                  "reused_partitions": sum(bool(p.get("reused")) for p in parts)}
+        entry = ws.cache.lookup(key) if self.allow_reuse and not regenerate else None
+        if entry is not None:
+            outputs, metrics, reused, origin = entry.outputs, entry.metrics, True, entry.run
+            self.log.info("merge of %s reused from run %s", self.step, (origin or {}).get("run_id"))
+        else:
+            outputs = {name: self._merge(ws, pipeline, run_id, name, parts) for name in sorted(self.outputs)}
+            metrics = merge_metrics([p.get("metrics") or {} for p in parts])
+            ws.cache.commit(key, pipeline, self.step, components, outputs, metrics,
+                            {"pipeline": pipeline, "run_id": run_id, "step": self.step})
+            reused, origin = False, None
+        registered = resolve.register_outputs(self, ws, context, outputs, pipeline, run_id)
+        record.update(status="succeeded", reused=reused, reused_from=origin, finished=time.time(),
+                      outputs=outputs, metrics=metrics, registered=registered)
+        ws.runs.write_step(pipeline, run_id, self.step, record)
+        self.log.info("merged %d partitions of %s: %s", len(parts), self.step, metrics)
+        return resolve.xcom_value(self.step, reused, key, origin, outputs, metrics, registered, ws)
+
+    def _merge(self, ws: Any, pipeline: str, run_id: str, name: str, parts: list[dict]) -> dict[str, Any]:
+        from airflow_mlpipe.workspace.manifest import MANIFEST_NAME, make_manifest, read_manifest
+
+        template = self.outputs[name].get("destination") or resolve.DEFAULT_DESTINATION
+        dest = template.format(pipeline=pipeline, run_id=resolve.safe_id(run_id), step=self.step, output=name)
+        dest = resolve.check_workspace_path(f"outputs.{name}.destination", dest)
+        ds = ws.datastore
+        ds.delete_prefix(dest)
+        files: dict[str, dict] = {}
+        for index, part in enumerate(parts):
+            src = part["outputs"][name]["key"]
+            manifest = read_manifest(ds, src)
+            if manifest is None:
+                raise StepFailed(f"partition {index} of {self.step!r}: output {name!r} at {src} has no manifest")
+            for path, meta in manifest["files"].items():
+                target = f"p{index:05d}/{path}"
+                ds.copy(f"{src}/{path}", f"{dest}/{target}")
+                files[target] = meta
+        manifest = make_manifest(files)
+        ds.put_json(f"{dest}/{MANIFEST_NAME}", manifest)  # last: the merged output exists from here on
+        return {"key": dest, "uri": ds.uri_for(dest), "digest": manifest["digest"],
+                "size": manifest.get("size", 0), "files": len(files)}

@@ -1,0 +1,3 @@
+from airflow_mlpipe.factory import load_dag
+
+dag = load_dag(__file__, "pipelines/income_retrain.yaml")
