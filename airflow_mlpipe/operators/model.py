@@ -182,9 +182,15 @@ class MlpipeCompareOperator(BaseOperator):
         name, version = model["name"], int(model["version"])
         value = self._metric(model.get("metrics") or {}, f"candidate {name} version {version}")
         holder = ws.models.get_alias(name, self.alias)
+        previous = ws.datastore.get_json_or_none(decision_key(name, version))
+        same_question = {"metric": self.metric, "direction": self.direction, "margin": self.margin,
+                         "alias": self.alias}
+        if (isinstance(previous, dict) and all(previous.get(k) == v for k, v in same_question.items())
+                and (previous.get("champion_version") == holder or (previous.get("promoted") and holder == version))):
+            # the same candidate against the same champion: the earlier decision stands
+            return self._result(ws, pipeline, run_id, model, previous, holder, reused=True)
         decision: dict[str, Any] = {
-            "model": name, "candidate_version": version, "candidate_value": value, "metric": self.metric,
-            "direction": self.direction, "margin": self.margin, "alias": self.alias,
+            "model": name, "candidate_version": version, "candidate_value": value, **same_question,
             "champion_version": holder, "champion_value": None, "pipeline": pipeline, "run_id": run_id,
         }
         if holder is None:
@@ -208,18 +214,24 @@ class MlpipeCompareOperator(BaseOperator):
         ws.datastore.put_json(decision_key(name, version), decision)
         self.log.info("%s %s v%s: %s", "promoted" if decision["promoted"] else "NOT promoted", name, version,
                       decision["reason"])
-        metrics = {f"candidate_{self.metric}": value}
-        if decision["champion_value"] is not None:
+        return self._result(ws, pipeline, run_id, model, decision, version if decision["promoted"] else holder,
+                            reused=False)
+
+    def _result(self, ws: Any, pipeline: str, run_id: str, model: dict, decision: dict, holder: int | None,
+                reused: bool) -> dict:
+        if reused:
+            self.log.info("decision reused for %s v%s: %s", model["name"], model["version"], decision["reason"])
+        metrics = {f"candidate_{self.metric}": decision["candidate_value"]}
+        if decision.get("champion_value") is not None:
             metrics[f"champion_{self.metric}"] = decision["champion_value"]
+        verdict = ("promoted to " if decision["promoted"] else "not promoted to ") + self.alias
+        summary = {**model, "alias": self.alias, "alias_holder": holder, "decision": verdict}
         ws.runs.write_step(pipeline, run_id, self.task_id, {
             "step": self.task_id, "pipeline": pipeline, "run_id": run_id, "status": "succeeded",
-            "reused": not moved and holder == version, "finished": time.time(), "decision": decision,
-            "metrics": metrics, "model": {**model, "decision": "promoted" if decision["promoted"] else "not promoted"},
+            "reused": reused, "finished": time.time(), "decision": decision, "metrics": metrics, "model": summary,
         })
-        model_out = {**model, "alias": self.alias if decision["promoted"] else None,
-                     "decision": ("promoted to " if decision["promoted"] else "not promoted to ") + self.alias}
-        return {"step": self.task_id, "reused": holder == version, "outputs": {}, "metrics": metrics,
-                "model": model_out, "decision": decision, "registered": {}}
+        return {"step": self.task_id, "reused": reused, "outputs": {}, "metrics": metrics,
+                "model": summary, "decision": decision, "registered": {}}
 
     def _metric(self, metrics: Mapping[str, Any], what: str) -> float:
         values = _numeric(metrics)
