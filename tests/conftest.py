@@ -32,3 +32,16 @@ def airflow_db() -> pathlib.Path:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
                    env=dict(os.environ), timeout=300)
     return pathlib.Path(os.environ["AIRFLOW_HOME"])
+
+
+def use_dags_folder(monkeypatch: pytest.MonkeyPatch, path: pathlib.Path) -> None:
+    """Point Airflow (and so dag.test(), which syncs the DAG bundle) at ``path`` for one test. The bundle
+    list is what dag.test() reads; the DAGS_FOLDER constant was fixed when Airflow was imported."""
+    import json
+
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(path))
+    monkeypatch.setenv(
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        json.dumps([{"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                     "kwargs": {"path": str(path)}}]),
+    )
