@@ -14,11 +14,11 @@ import time
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import standalone  # noqa: E402
 
+from airflow_mlpipe.cli.trigger import print_summary  # noqa: E402
 from airflow_mlpipe.client import AirflowClient  # noqa: E402
 
 REPO = standalone.REPO
@@ -92,45 +92,10 @@ def main() -> int:
         with console.status("waiting for the run ...") as status:
             run = client.wait(args.dag, run_id, timeout=1800,
                               on_poll=lambda r: status.update(f"run is {r['state']} ({time.monotonic() - t0:.0f}s)"))
-        print_summary(client, args.dag, run)
+        print_summary(client, args.dag, run, console)
     console.print(f"\nAirflow UI: {server['url']}  (login admin / {server['password']})")
     console.print("Airflow keeps running; stop it with `make stop`.")
     return 0 if run["state"] == "success" else 1
-
-
-def print_summary(client: AirflowClient, dag_id: str, run: dict) -> None:
-    """Per-step outcome, metrics and outputs, read from the run: task instances and their XComs."""
-    run_id = run["dag_run_id"]
-    tis = sorted(client.task_instances(dag_id, run_id), key=lambda ti: (ti.get("start_date") or "", ti["task_id"]))
-    table = Table(title=f"{dag_id}: run {run_id} {run['state']}")
-    for col in ("step", "state", "outcome", "seconds", "metrics"):
-        table.add_column(col)
-    outputs: list[str] = []
-    for ti in tis:
-        name = ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
-        value = client.xcom(dag_id, run_id, ti["task_id"], map_index=ti.get("map_index", -1))
-        value = value if isinstance(value, dict) else {}
-        outcome = "reused" if value.get("reused") else ("ran" if value else "-")
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in sorted((value.get("metrics") or {}).items()))
-        table.add_row(name, ti["state"] or "-", outcome, f"{ti.get('duration') or 0:.1f}", metrics)
-        for out, ref in (value.get("outputs") or {}).items():
-            outputs.append(f"  {name}.{out}: {ref['uri']}")
-        for dataset, version in (value.get("registered") or {}).items():
-            outputs.append(f"  {name} registered dataset {dataset} version {version}")
-        if value.get("model"):
-            model = value["model"]
-            line = f"  {name}: model {model.get('name')} version {model.get('version')}"
-            if model.get("decision"):
-                line += f" {model['decision']}"
-                if model.get("alias_holder") is not None:
-                    line += f"; {model['alias']} is version {model['alias_holder']}"
-            outputs.append(line)
-    console.print(table)
-    if outputs:
-        console.print("Outputs:")
-        for line in outputs:
-            console.print(line, soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "airflow_mlpipe.cli.datasets",
     "airflow_mlpipe.cli.models",
     "airflow_mlpipe.cli.gc",
+    "airflow_mlpipe.cli.endpoints",
 )
 
 

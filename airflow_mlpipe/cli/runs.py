@@ -117,7 +117,8 @@ def list_runs(
 
     table = Table(title=f"runs in {ws.uri}" + (f" (pipeline {pipeline})" if pipeline else ""))
     for column in ("pipeline", "run id", "started", "status", "ran", "reused", "failed"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("ran", "reused", "failed") else "left")
+        table.add_column(column, overflow="fold", no_wrap=column == "run id",
+                         justify="right" if column in ("ran", "reused", "failed") else "left")
     colours = {"succeeded": "green", "failed": "red", "running": "yellow"}
     for row in rows:
         colour = colours.get(row["status"], "white")
@@ -226,7 +227,7 @@ def show_run(
               f"[{colour}]{summary['status']}[/] ({summary['ran']} ran, {summary['reused']} reused, "
               f"{summary['failed']} failed)")
     finished = f", finished {when(summary['finished'])}" if summary["finished"] else ""
-    out.print(f"started {when(summary['started'])}{finished}; run type {esc(run.get('run_type') or '-')}, "
+    out.print(f"started {when(summary['started'])}{finished}; run type {esc(_run_type(run.get('run_type')))}, "
               f"logical date {esc(run.get('logical_date') or '-')}")
     gits = {_git_text((s.get("snapshot") or {}).get("git")) for _, s in steps}
     out.print(f"git: {esc('; '.join(sorted(gits)) if gits else '-')}")
@@ -245,6 +246,12 @@ def show_run(
     out.print(table)
     for name, record in steps:
         out.print(_step_table(name, record))
+
+
+def _run_type(value: Any) -> str:
+    """``manual``, ``scheduled``... (older records hold the enum's repr, ``DagRunType.MANUAL``)."""
+    text = str(value or "-")
+    return text.removeprefix("DagRunType.").lower() if text.startswith("DagRunType.") else text
 
 
 def _value(value: Any) -> str:

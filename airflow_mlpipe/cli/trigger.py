@@ -37,8 +37,23 @@ LOG_TAIL_LINES = 30
 # ------------------------------------------------------------------------------------------- summary
 
 
+def first_line(detail: Any) -> str:
+    """The first line of Airflow's reason (a Param validation error goes on with the whole schema)."""
+    text = detail if isinstance(detail, str) else str(detail)
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _noise(line: str) -> bool:
+    """Airflow's log-folding markers (``::group::NAME`` / ``::endgroup::``) carry no information."""
+    return line.startswith(("::group::", "::endgroup::"))
+
+
 def _log_lines(events: list[Any]) -> list[str]:
     """Airflow's structured log events -> text lines (exceptions as ``Type: message`` lines)."""
+    return [line for line in _raw_log_lines(events) if not _noise(line)]
+
+
+def _raw_log_lines(events: list[Any]) -> list[str]:
     lines: list[str] = []
     for item in events:
         if not isinstance(item, dict):
@@ -129,8 +144,12 @@ def render_summary(summary: dict[str, Any], out: Any = None) -> None:
             outputs.append(f"  {name} registered dataset {dataset} version {version}")
         model = step.get("model")
         if isinstance(model, dict):
-            outputs.append(f"  {name}: model {model.get('name')} version {model.get('version')}"
-                           + (f" ({model['decision']})" if model.get("decision") else ""))
+            line = f"  {name}: model {model.get('name')} version {model.get('version')}"
+            if model.get("decision"):
+                line += f" {model['decision']}"
+                if model.get("alias_holder") is not None:
+                    line += f"; {model.get('alias')} is version {model['alias_holder']}"
+            outputs.append(line)
     out.print(table)
     if outputs:
         out.print("Outputs:")
@@ -215,20 +234,20 @@ def trigger(
             conf = build_conf(declared_params(details), param, conf_json, version, dag_id=target)
         except ConfRefused as exc:
             fail(f"{exc}. Nothing was triggered.", EXIT_REFUSED)
-        if details.get("is_paused"):
+        try:
+            run = client.trigger(target, conf)
+        except AirflowApiError as exc:
+            if exc.status == 400:
+                fail(f"Airflow refused the conf of {target}: {first_line(exc.detail)}. Nothing was triggered; "
+                     "fix the value(s) and trigger again.", EXIT_REFUSED)
+            raise
+        if details.get("is_paused"):  # after the trigger: a refused conf leaves the DAG as it was
             if unpause:
                 client.set_paused(target, False)
                 err.print(f"unpaused {esc(target)}")
             else:
                 warn(f"{target} is paused: the run stays queued until it is unpaused "
                      "(in the UI, or trigger with --unpause)")
-        try:
-            run = client.trigger(target, conf)
-        except AirflowApiError as exc:
-            if exc.status == 400:
-                fail(f"Airflow refused the conf of {target}: {exc.detail}. Nothing was triggered; fix the "
-                     "value(s) and trigger again.", EXIT_REFUSED)
-            raise
         run_id = run["dag_run_id"]
         if not as_json:
             console().print(f"triggered [bold]{esc(target)}[/]: run [bold]{esc(run_id)}[/]")
