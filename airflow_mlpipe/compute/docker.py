@@ -6,8 +6,9 @@ the environment variable ``MLPIPE_RUNTIME_ZIP_B64`` and ``runtime.bundle.bootstr
 
 Config keys (the pipeline's compute entry): ``docker_url`` (default ``$DOCKER_HOST``, else the
 client's default), ``network_mode`` (e.g. ``host`` for an S3 endpoint on the worker's loopback),
-``python`` (command in the image, default ``python3``), ``user``, ``mounts`` (list of
-``"src:dst[:ro]"``), ``extra_hosts``, ``shm_size``, ``pull`` (``missing`` (default) | ``never``),
+``python`` (command in the image, default ``python3``), ``user``, ``env`` (extra variables in the
+container; the environment's ``env`` and the workspace credentials win over them), ``mounts`` (list
+of ``"src:dst[:ro]"``), ``extra_hosts``, ``shm_size``, ``pull`` (``missing`` (default) | ``never``),
 ``kill_grace`` (seconds, default 10), ``timeout`` (API timeout, default 120).
 
 A ``file://`` workspace is bind-mounted at the same path in the container, so the datastore's
@@ -97,7 +98,10 @@ class DockerTarget(ComputeTarget):
 
         if not request.image:
             raise ComputeError(f"step {request.step!r} runs on docker compute but its environment names no image")
-        env = dict(request.env)
+        # the compute entry's ``env`` (DockerCompute.env), then the request's (environment env, workspace
+        # credentials) on top
+        env = {str(k): str(v) for k, v in (self.config.get("env") or {}).items()}
+        env.update(request.env)
         env.update(runtime_env())
         env["MLPIPE_CONTEXT"] = json.dumps(request.context, sort_keys=True)
         env["PYTHONUNBUFFERED"] = "1"

@@ -10,7 +10,8 @@ The image needs ``python3`` only: the runtime travels in ``MLPIPE_RUNTIME_ZIP_B6
 workspace works only with ``workspace_pvc`` (a claim mounted at the workspace path).
 
 Config keys: ``namespace`` (default ``default``), ``kubernetes_conn_id``, ``service_account``,
-``node_selector`` (dict), ``tolerations`` (list of dicts, snake_case or camelCase keys),
+``cpu``, ``memory``, ``gpu`` (used when the step sets no ``resources`` of that kind), ``cpu_limit``,
+``memory_limit``, ``node_selector`` (dict), ``tolerations`` (list of dicts, snake_case or camelCase keys),
 ``image_pull_secrets`` (names), ``image_pull_policy``, ``labels``, ``annotations``,
 ``env_from_secrets`` (secret names exposed as env vars, e.g. S3 credentials), ``gpu_resource``
 (default ``nvidia.com/gpu``), ``python``, ``workspace_pvc``, ``startup_timeout`` (s, default 600),
@@ -102,13 +103,18 @@ def build_pod(request: StepRequest, config: dict[str, Any] | None = None) -> Any
         k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=name)) for name in config.get("env_from_secrets") or []
     ]
 
-    resources = request.resources or {}
+    # the step's resources first, else the compute entry's cpu/memory/gpu (its *_limit keys override limits)
+    resources = {k: (request.resources or {}).get(k, config.get(k)) for k in ("cpu", "memory", "gpu")}
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     if resources.get("cpu") is not None:
         requests["cpu"] = limits["cpu"] = _quantity_cpu(resources["cpu"])
     if resources.get("memory") is not None:
         requests["memory"] = limits["memory"] = _quantity_memory(resources["memory"])
+    if config.get("cpu_limit") is not None:
+        limits["cpu"] = _quantity_cpu(config["cpu_limit"])
+    if config.get("memory_limit") is not None:
+        limits["memory"] = _quantity_memory(config["memory_limit"])
     if resources.get("gpu"):
         gpus = int(resources["gpu"])
         if gpus < 0:

@@ -8,7 +8,6 @@ import pathlib
 import re
 
 import pytest
-
 from typer.testing import CliRunner
 
 from airflow_mlpipe.cli.main import app
