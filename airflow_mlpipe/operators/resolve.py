@@ -261,7 +261,7 @@ def run_doc(params: Mapping[str, Any], conf: Mapping[str, Any], context: Any) ->
     return {
         "params": {k: v for k, v in params.items()},
         "conf": dict(conf),
-        "run_type": str(getattr(dag_run, "run_type", "")),
+        "run_type": str(getattr(getattr(dag_run, "run_type", ""), "value", getattr(dag_run, "run_type", ""))),
         "logical_date": str(getattr(dag_run, "logical_date", "") or ""),
         "dag_id": getattr(dag_run, "dag_id", None),
     }

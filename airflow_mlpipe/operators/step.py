@@ -133,7 +133,7 @@ class MlpipeStepOperator(BaseOperator):
         used = self.params_used if self.params_used is not None else resolve.params_referenced(self)
         used_values = {name: params.get(name) for name in sorted(used)}
 
-        ws.runs.write_run(pipeline, run_id, resolve.run_doc(params, conf, context))
+        ws.runs.open_run(pipeline, run_id, resolve.run_doc(params, conf, context))
         started = time.time()
         plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values)
         self.log.info("step %s: snapshot %s, environment %s", self.step_name, plan.snapshot.sha256[:12], plan.env_hash[:12])

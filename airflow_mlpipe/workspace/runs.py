@@ -77,6 +77,12 @@ class RunStore:
         self.datastore.put_json(self._run_key(pipeline, run_id), record)
         return record
 
+    def open_run(self, pipeline: str, run_id: str, doc: dict) -> bool:
+        """Create the run record unless it exists (the first step of a run writes it; the others, which
+        may start at the same time, leave it as it is). True if this call created it."""
+        record = {"created": now_iso(), **doc, "pipeline": pipeline, "run_id": run_id}
+        return self.datastore.create_json(self._run_key(pipeline, run_id), record)
+
     def update_run(self, pipeline: str, run_id: str, changes: dict) -> dict:
         """Merge ``changes`` (top-level keys) into the run record, compare-and-swap; creates it if absent."""
         key = self._run_key(pipeline, run_id)
