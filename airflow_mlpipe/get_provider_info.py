@@ -24,10 +24,18 @@ def get_provider_info() -> dict:
             }
         ],
         "operators": [
-            {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.operators.step"]}
+            {
+                "integration-name": "ML pipelines",
+                "python-modules": [
+                    "airflow_mlpipe.operators.step",
+                    "airflow_mlpipe.operators.model",
+                    "airflow_mlpipe.operators.batch",
+                    "airflow_mlpipe.operators.endpoint",
+                ],
+            }
         ],
         "sensors": [
-            {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.sensors.workspace"]}
+            {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.sensors.workspace", "airflow_mlpipe.sensors.run"]}
         ],
         "triggers": [
             {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.triggers.workspace"]}

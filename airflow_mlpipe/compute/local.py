@@ -5,8 +5,8 @@
 - a new session (process group), so ``kill()`` stops the whole tree: SIGTERM, then SIGKILL after
   ``kill_grace`` seconds (config, default 10);
 - cwd: ``request.workdir`` if given (the caller owns it), else a fresh scratch directory under
-  ``scratch_dir`` (config; default ``$TMPDIR/mlpipe-scratch``) removed afterwards unless
-  ``keep_scratch`` (config) or ``MLPIPE_KEEP_SCRATCH=1``;
+  ``scratch_dir`` (config, else ``$MLPIPE_SCRATCH_DIR``, else ``$TMPDIR/mlpipe-scratch``) removed
+  afterwards unless ``keep_scratch`` (config) or ``MLPIPE_KEEP_SCRATCH=1``;
 - environment: a minimal subset of the worker's (PATH, HOME, locale, TMPDIR, proxy and CA
   settings, plus config ``inherit_env`` names), the request's ``env``, ``MLPIPE_CONTEXT``, and
   ``PYTHONPATH`` = the staged runtime (``runtime.bundle.stage_runtime``);
@@ -41,6 +41,8 @@ from airflow_mlpipe.compute.base import (
     exit_code_from_returncode,
 )
 from airflow_mlpipe.errors import ComputeError
+
+SCRATCH_DIR_ENV = "MLPIPE_SCRATCH_DIR"  # the worker-wide default of ``scratch_dir``
 
 INHERITED_ENV = (
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
@@ -109,7 +111,8 @@ class LocalTarget(ComputeTarget):
             if not path.is_dir():
                 raise ComputeError(f"step {request.step!r}: workdir {request.workdir!r} does not exist")
             return path, False
-        base = pathlib.Path(self.config.get("scratch_dir") or pathlib.Path(tempfile.gettempdir()) / "mlpipe-scratch")
+        base = pathlib.Path(self.config.get("scratch_dir") or os.environ.get(SCRATCH_DIR_ENV)
+                            or pathlib.Path(tempfile.gettempdir()) / "mlpipe-scratch")
         base.mkdir(parents=True, exist_ok=True)
         prefix = f"{_safe_name(request.pipeline)}-{_safe_name(request.step)}-a{request.attempt}-"
         return pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=base)), True
