@@ -47,8 +47,8 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
     def _start(self) -> Any:
         from airflow_mlpipe.triggers.workspace import current_state
 
-        if self.after_version is not None and self.prefix is None and not self.alias:
-            return int(self.after_version)
+        if self.after_version is not None and self.prefix is None:
+            return int(self.after_version)  # a version number, or (alias) the version it is known to hold
         return current_state(self._workspace(), self.kind, self.name, self.alias, self.prefix)
 
     def execute(self, context: Context) -> Any:
@@ -114,7 +114,9 @@ class MlpipeDatasetSensor(_WorkspaceChangeSensor):
 
 
 class MlpipeModelSensor(_WorkspaceChangeSensor):
-    """Wait for a new version of model ``name``, or (with ``alias``) for that alias to move."""
+    """Wait for a new version of model ``name`` (newer than ``after_version``), or (with ``alias``) for that
+    alias to point at another version than ``after_version`` (default: the one it holds when the sensor
+    starts)."""
 
     template_fields: Sequence[str] = ("name", "alias", "after_version")
     kind = "models"
