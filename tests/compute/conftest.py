@@ -11,7 +11,6 @@ import pytest
 
 from airflow_mlpipe.compute.base import StepRequest
 from airflow_mlpipe.workspace.datastore import LocalDatastore
-
 from tests.runtime.conftest import make_context
 
 STEP_IMAGE = os.environ.get("MLPIPE_STEP_IMAGE", "localhost/mlpipe-python:bookworm")

@@ -15,7 +15,6 @@ import pytest
 from airflow_mlpipe.runtime.bundle import launch_command, stage_runtime
 from airflow_mlpipe.workspace.datastore import LocalDatastore
 
-
 CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/root/.pyenv/versions/3.11.7/bin/python")
 
 

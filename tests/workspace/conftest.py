@@ -11,7 +11,6 @@ import pytest
 from airflow_mlpipe.workspace.core import Workspace
 from airflow_mlpipe.workspace.datastore import open_datastore
 
-
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.integration)]
 
 
