@@ -143,23 +143,9 @@ class AirflowClient:
         return entry.get("value")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        data = self.request(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index, "full_content": True},
-            headers={"Accept": "application/json"},
-        )
-        content = data.get("content") if isinstance(data, dict) else data
-        if isinstance(content, list):
-            lines = []
-            for item in content:
-                if isinstance(item, dict):
-                    event = item.get("event", "")
-                    lines.append(str(event))
-                else:
-                    lines.append(str(item))
-            return "\n".join(lines)
-        return str(content)
+        """The task log as text: one line per event."""
+        events = self.task_log_events(dag_id, run_id, task_id, try_number, map_index)
+        return "\n".join(str(e.get("event", "")) if isinstance(e, dict) else str(e) for e in events)
 
     def wait(
         self,

@@ -217,3 +217,19 @@ def parse_cpu(value: Any) -> float:
 def exit_code_from_returncode(returncode: int) -> int:
     """Popen's -N (killed by signal N) -> 128+N, as shells and container engines report it."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def start_timeout(seconds: float | None, timed_out: threading.Event, kill: Callable[[], None]) -> threading.Timer | None:
+    """After ``seconds``, set ``timed_out`` and call ``kill`` (from a daemon timer thread); None if no limit.
+    The caller cancels the timer when the step ends first."""
+    if not seconds:
+        return None
+
+    def on_timeout() -> None:
+        timed_out.set()
+        kill()
+
+    timer = threading.Timer(seconds, on_timeout)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -35,6 +35,7 @@ from airflow_mlpipe.compute.base import (
     StepTimedOut,
     parse_cpu,
     parse_memory,
+    start_timeout,
 )
 from airflow_mlpipe.errors import ComputeError
 
@@ -195,14 +196,7 @@ class DockerTarget(ComputeTarget):
                 if self.killed:
                     raise ComputeError(f"step {request.step!r} was killed before it started")
             container.start()
-            if request.timeout:
-                def on_timeout() -> None:
-                    timed_out.set()
-                    self.kill()
-
-                timer = threading.Timer(request.timeout, on_timeout)
-                timer.daemon = True
-                timer.start()
+            timer = start_timeout(request.timeout, timed_out, self.kill)
             splitter = LineSplitter(on_log)
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                 splitter.feed(chunk)

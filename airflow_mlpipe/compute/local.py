@@ -39,6 +39,7 @@ from airflow_mlpipe.compute.base import (
     StepRequest,
     StepTimedOut,
     exit_code_from_returncode,
+    start_timeout,
 )
 from airflow_mlpipe.errors import ComputeError
 
@@ -148,14 +149,7 @@ class LocalTarget(ComputeTarget):
                 except OSError as exc:
                     raise ComputeError(f"step {request.step!r}: cannot start {python}: {exc}") from exc
             proc = self._proc
-            if request.timeout:
-                def on_timeout() -> None:
-                    timed_out.set()
-                    self.kill()
-
-                timer = threading.Timer(request.timeout, on_timeout)
-                timer.daemon = True
-                timer.start()
+            timer = start_timeout(request.timeout, timed_out, self.kill)
             splitter = LineSplitter(on_log)
             stdout = proc.stdout
             if stdout is None:
