@@ -137,6 +137,12 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
     match = STEP_OUTPUT.match(ref)
     if match:
         step, output = match.groups()
+        # The upstream step's record in the workspace holds its outputs (a local read, cheaper than an
+        # XCom round trip through the API server); its XCom is the fallback.
+        record = ws.runs.get_step(op.pipeline or op.dag_id, context["dag_run"].run_id, step)
+        if record and record.get("status") == "succeeded" and output in (record.get("outputs") or {}):
+            out = record["outputs"][output]
+            return {"key": out["key"], "kind": "dir", "digest": out["digest"], "source": f"{step}.{output}"}
         task_id = op.step_task_ids.get(step, step)
         upstream = context["ti"].xcom_pull(task_ids=task_id)
         if not upstream or output not in (upstream.get("outputs") or {}):
@@ -179,7 +185,7 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
         if ptype == "path" and pname in params and params[pname] is not None:
             check_workspace_path(pname, params[pname])
     inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
-    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths)
+    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False)  # git info: only if it runs
     env_hash = environment_hash(op.environment)
     run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
            "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}

@@ -161,6 +161,9 @@ class MlpipeStepOperator(BaseOperator):
             reasons = ["allow_reuse is false"] if not self.allow_reuse else ["regenerate_outputs requested"]
         for reason in reasons:
             self.log.info("running step %s: %s", self.step_name, reason)
+        from airflow_mlpipe.workspace.snapshot import git_info
+
+        record["snapshot"]["git"] = git_info(self.source_directory)
         record.update(status="running", reused=False, rerun_reasons=reasons)
         ws.runs.write_step(pipeline, run_id, self.step_name, record)
         try:

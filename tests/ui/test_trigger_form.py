@@ -136,7 +136,7 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
                 (tmp_path / "trigger-form.html").write_text(page.content())
                 submit.click()
                 expect(submit).to_be_hidden()
-                expect(page.get_by_text("Dag run has been successfully triggered.")).to_be_visible()
+                expect(page.get_by_text("Dag run has been successfully triggered.").first).to_be_visible()
                 page.screenshot(path=str(tmp_path / "after-submit.png"))
             finally:
                 browser.close()
