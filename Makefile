@@ -9,6 +9,7 @@ PORT ?= 8080
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null
 	@$(PY) -m pip install -q --disable-pip-version-check uv
 	@$(VENV)/bin/uv pip install -q --python $(PY) -e ".[dev]"
 	@touch $@
