@@ -97,27 +97,12 @@ def run_standalone(root: pathlib.Path, rows: int, reuse_repeat: int) -> dict:
                      score_rows=max(rows // 4, 100))
     t0 = time.monotonic()
     server = standalone.start(home, dags, workspace=workspace.as_uri(), timeout=300)
-    _reap_in_background(server["pid"])
     print(f"  standalone up in {time.monotonic() - t0:.1f}s ({server['url']})", flush=True)
     try:
         with AirflowClient(server["url"], username=server["username"], password=server["password"]) as client:
             return bench(client, reuse_repeat)
     finally:
         standalone.stop(home)
-
-
-def _reap_in_background(pid: int) -> None:
-    """Reap the standalone (our child) when it exits, so standalone.stop() does not wait on a zombie."""
-    import os
-    import threading
-
-    def reap() -> None:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-    threading.Thread(target=reap, daemon=True).start()
 
 
 def run_celery(root: pathlib.Path, rows: int, reuse_repeat: int) -> dict:

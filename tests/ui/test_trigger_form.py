@@ -61,25 +61,10 @@ def airflow_ui(tmp_path_factory):
     workspace.mkdir()
     seed_income.seed(workspace.as_uri(), us_rows=3000, non_us_rows=200, score_rows=200)
     server = standalone.start(home, dags, workspace=workspace.as_uri(), timeout=240)
-    _reap_in_background(server["pid"])
     try:
         yield {**server, "home": home, "workspace_uri": workspace.as_uri()}
     finally:
         standalone.stop(home)
-
-
-def _reap_in_background(pid: int) -> None:
-    """Reap the standalone (our child) once it exits, so standalone.stop() does not wait on a zombie."""
-    import os
-    import threading
-
-    def reap() -> None:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-    threading.Thread(target=reap, daemon=True).start()
 
 
 def _field(page, param: str):
