@@ -19,6 +19,10 @@ from typing import Any
 
 from airflow_mlpipe.factory.builders import builder_for, dag_id_for
 
+# Imported here, not lazily: the dag processor pre-imports the modules a DAG file imports
+# (``parsing_pre_import_modules``), so the pydantic models are loaded once, not in every file's process.
+from airflow_mlpipe.spec import load_pipeline, param_json_schema
+
 REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
@@ -26,8 +30,6 @@ REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be r
 def param_args(spec: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     """name -> (default, keyword arguments of ``Param``): the JSON schema and description of each param,
     plus the run-level regenerate switch. Shared by the factory and ``mlpipe compile``."""
-    from airflow_mlpipe.spec import param_json_schema
-
     args: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, param in spec.params.items():
         schema = param_json_schema(param)
@@ -115,8 +117,6 @@ def build_dag(spec: Any) -> Any:
 
 def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
     """Build the DAG of ``definition`` (relative to the folder of ``anchor``, usually ``__file__``)."""
-    from airflow_mlpipe.spec import load_pipeline
-
     path = pathlib.Path(definition)
     if not path.is_absolute():
         path = pathlib.Path(anchor).resolve().parent / path
