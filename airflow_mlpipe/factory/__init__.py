@@ -9,20 +9,26 @@ One stub file per definition in the DAGs folder::
 so a broken definition is an import error of its own stub and never takes other pipelines down.
 Parse-time discipline: no network, database, Variable, Connection or subprocess here; only the YAML file
 (and the existence of each step's script) is read.
+
+Airflow parses a DAG file in the dag processor and again in every task process. So a validated definition
+is kept as its *plan* (the DAG's and each task's arguments, plain JSON) in ``MLPIPE_CACHE_DIR``, keyed by
+the definition's bytes, its path and this package's version: a definition parsed before builds its DAG
+from the plan, without loading the pydantic models or validating again. A changed file is validated anew.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
+import os
 import pathlib
 from typing import Any
 
+from airflow_mlpipe import __version__
 from airflow_mlpipe.factory.builders import builder_for, dag_id_for
 
-# Imported here, not lazily: the dag processor pre-imports the modules a DAG file imports
-# (``parsing_pre_import_modules``), so the pydantic models are loaded once, not in every file's process.
-from airflow_mlpipe.spec import load_pipeline, param_json_schema
-
+PLAN_FORMAT = 1
 REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
@@ -30,6 +36,8 @@ REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be r
 def param_args(spec: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     """name -> (default, keyword arguments of ``Param``): the JSON schema and description of each param,
     plus the run-level regenerate switch. Shared by the factory and ``mlpipe compile``."""
+    from airflow_mlpipe.spec import param_json_schema
+
     args: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, param in spec.params.items():
         schema = param_json_schema(param)
@@ -43,20 +51,35 @@ def param_args(spec: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
 
 
 def dag_params(spec: Any) -> dict[str, Any]:
+    return _params(param_args(spec))
+
+
+def _params(args: dict[str, Any]) -> dict[str, Any]:
     from airflow_mlpipe.compat import Param
 
-    return {name: Param(default, **kwargs) for name, (default, kwargs) in param_args(spec).items()}
+    return {name: Param(default, **kwargs) for name, (default, kwargs) in args.items()}
+
+
+def schedule_data(spec: Any) -> Any:
+    """The schedule as plain data: None, a cron/preset string, or ``{"cron", "datasets"}``."""
+    schedule = spec.schedule
+    if schedule is None or isinstance(schedule, str):
+        return schedule
+    return {"cron": getattr(schedule, "cron", None), "datasets": list(getattr(schedule, "datasets", None) or [])}
 
 
 def dag_schedule(spec: Any) -> Any:
+    return _schedule(schedule_data(spec))
+
+
+def _schedule(schedule: Any) -> Any:
     """null -> None; a cron or preset -> itself; {cron, datasets} -> Assets, or Assets-or-time."""
-    schedule = spec.schedule
     if schedule is None or isinstance(schedule, str):
         return schedule
     from airflow_mlpipe.assets import dataset_asset
 
-    cron = getattr(schedule, "cron", None)
-    names = list(getattr(schedule, "datasets", None) or [])
+    cron = schedule.get("cron")
+    names = list(schedule.get("datasets") or [])
     if not names:
         return cron
     from airflow_mlpipe.compat import AssetAny
@@ -99,20 +122,71 @@ def dag_kwargs(spec: Any, with_params: bool = True) -> dict[str, Any]:
     }
 
 
+def dag_plan(spec: Any) -> dict[str, Any]:
+    """Everything the DAG is built from, as plain JSON data (see the module docstring)."""
+    kwargs = dag_kwargs(spec, with_params=False)
+    kwargs.pop("schedule")
+    kwargs["start_date"] = kwargs["start_date"].isoformat()
+    timeout = kwargs["default_args"].get("execution_timeout")
+    if timeout is not None:
+        kwargs["default_args"]["execution_timeout"] = {"$seconds": timeout.total_seconds()}
+    order = spec.step_order()
+    return {
+        "format": PLAN_FORMAT,
+        "dag": kwargs,
+        "schedule": schedule_data(spec),
+        "params": param_args(spec),
+        "tasks": [
+            {"name": name, "type": spec.steps[name].type,
+             "data": builder_for(spec.steps[name].type).describe(spec, name, spec.steps[name])}
+            for name in order
+        ],
+        "edges": [[upstream, name] for name in order for upstream in spec.upstream(name)],
+    }
+
+
+def build_from_plan(plan: dict[str, Any]) -> Any:
+    from airflow_mlpipe.compat import DAG
+    from airflow_mlpipe.factory.builders import decode
+
+    kwargs = decode(dict(plan["dag"]))
+    kwargs["default_args"] = decode(dict(kwargs["default_args"]))
+    kwargs["start_date"] = datetime.datetime.fromisoformat(kwargs["start_date"])
+    dag = DAG(**kwargs, schedule=_schedule(plan["schedule"]), params=_params(plan["params"]))
+    with dag:
+        tasks = {task["name"]: builder_for(task["type"]).create_from(task["data"]) for task in plan["tasks"]}
+        for upstream, name in plan["edges"]:
+            tasks[upstream] >> tasks[name]
+    return dag
+
+
 def build_dag(spec: Any) -> Any:
     """A validated PipelineSpec -> DAG with one task per step, edges from data and ``after``."""
-    from airflow_mlpipe.compat import DAG
+    return build_from_plan(json.loads(json.dumps(dag_plan(spec))))
 
-    dag = DAG(**dag_kwargs(spec))
-    with dag:
-        tasks: dict[str, Any] = {}
-        for name in spec.step_order():
-            step = spec.steps[name]
-            tasks[name] = builder_for(step.type).create(spec, name, step)
-        for name in spec.step_order():
-            for upstream in spec.upstream(name):
-                tasks[upstream] >> tasks[name]
-    return dag
+
+def _plan_file(path: pathlib.Path, raw: bytes) -> pathlib.Path:
+    key = hashlib.sha256(b"\0".join([raw, str(path).encode(), __version__.encode(), str(PLAN_FORMAT).encode()]))
+    root = os.environ.get("MLPIPE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "airflow_mlpipe")
+    return pathlib.Path(root) / "plans" / f"{path.stem}-{key.hexdigest()[:32]}.json"
+
+
+def _read_plan(file: pathlib.Path) -> dict[str, Any] | None:
+    try:
+        plan = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and plan.get("format") == PLAN_FORMAT else None
+
+
+def _write_plan(file: pathlib.Path, plan: dict[str, Any]) -> None:
+    try:  # a cache: a read-only or full disk only costs the next parse a validation
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(plan), encoding="utf-8")
+        os.replace(tmp, file)
+    except OSError:
+        pass
 
 
 def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
@@ -120,4 +194,17 @@ def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
     path = pathlib.Path(definition)
     if not path.is_absolute():
         path = pathlib.Path(anchor).resolve().parent / path
-    return build_dag(load_pipeline(path))
+    path = path.resolve()
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raw = None  # load_pipeline reports the missing file with its usual message
+    plan_file = _plan_file(path, raw) if raw is not None else None
+    plan = _read_plan(plan_file) if plan_file is not None else None
+    if plan is None:
+        from airflow_mlpipe.spec import load_pipeline
+
+        plan = json.loads(json.dumps(dag_plan(load_pipeline(path))))
+        if plan_file is not None:
+            _write_plan(plan_file, plan)
+    return build_from_plan(plan)

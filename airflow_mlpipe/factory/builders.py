@@ -12,6 +12,19 @@ import datetime
 from typing import Any
 
 
+def encode(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Operator keyword arguments -> JSON data (a timedelta becomes ``{"$seconds": N}``)."""
+    return {k: {"$seconds": v.total_seconds()} if isinstance(v, datetime.timedelta) else v for k, v in kwargs.items()}
+
+
+def decode(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`encode`."""
+    return {
+        k: datetime.timedelta(seconds=v["$seconds"]) if isinstance(v, dict) and set(v) == {"$seconds"} else v
+        for k, v in data.items()
+    }
+
+
 def _dump(model: Any) -> dict[str, Any]:
     if model is None:
         return {}
@@ -99,9 +112,13 @@ class StepBuilder:
         kwargs.update(_common(spec, name))
         return kwargs
 
-    def create(self, spec: Any, name: str, step: Any) -> Any:
+    def describe(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        """What ``create_from`` needs to build the step's task(s), as JSON data (the factory's cached plan)."""
+        return encode(self.kwargs(spec, name, step))
+
+    def create_from(self, data: dict[str, Any]) -> Any:
         """The task (or task group) of the step, inside the DAG context the factory opened."""
-        return self.load_class()(**self.kwargs(spec, name, step))
+        return self.load_class()(**decode(data))
 
     def source(self, spec: Any, name: str, step: Any, var: str, render: Any) -> list[str]:
         """Python source lines (indented for a ``with DAG(...)`` body) building what ``create`` builds.
@@ -181,17 +198,26 @@ class BatchScoreBuilder(StepBuilder):
             "allow_reuse": step.allow_reuse,
         }
 
-    def create(self, spec: Any, name: str, step: Any) -> Any:
+    def describe(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
+        return {
+            "group_id": name,
+            "tooltip": getattr(step, "description", None) or "",
+            "partitions": step.partitions,
+            "partition": encode(self.partition_kwargs(spec, name, step)),
+            "merge": encode(self.merge_kwargs(spec, name, step)),
+        }
+
+    def create_from(self, data: dict[str, Any]) -> Any:
         import importlib
 
         from airflow_mlpipe.compat import TaskGroup
 
         merge_cls = getattr(importlib.import_module(self.merge_module), self.merge_class)
-        with TaskGroup(group_id=name, tooltip=getattr(step, "description", None) or "") as group:
-            parts = self.load_class().partial(**self.partition_kwargs(spec, name, step)).expand(
-                partition=list(range(step.partitions))
+        with TaskGroup(group_id=data["group_id"], tooltip=data["tooltip"]) as group:
+            parts = self.load_class().partial(**decode(data["partition"])).expand(
+                partition=list(range(data["partitions"]))
             )
-            parts >> merge_cls(**self.merge_kwargs(spec, name, step))
+            parts >> merge_cls(**decode(data["merge"]))
         return group
 
     def source(self, spec: Any, name: str, step: Any, var: str, render: Any) -> list[str]:
