@@ -1,0 +1,66 @@
+"""The factory's plan cache: a definition parsed before builds the same DAG from its plan without the
+pydantic models; any change to the file means a new validation (so a new defect is still reported)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from airflow_mlpipe.errors import DefinitionError
+from airflow_mlpipe.factory import load_dag
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _shape(dag) -> dict:
+    return {
+        "tasks": {t.task_id: (type(t).__name__, sorted(t.upstream_task_ids)) for t in dag.tasks},
+        "params": {k: dag.params.get_param(k).dump() for k in dag.params},
+        "schedule": (type(dag.timetable).__name__, repr(getattr(dag.timetable, "asset_condition", None)),
+                     repr(getattr(dag.timetable, "timetable", None))),
+        "default_args": repr(dag.default_args),
+        "operator_args": {t.task_id: repr(getattr(t, "arguments", None)) for t in dag.tasks},
+    }
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    dags = tmp_path / "dags"
+    shutil.copytree(REPO / "dags_examples", dags)
+    monkeypatch.setenv("MLPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    return dags
+
+
+def test_warm_build_equals_cold_build_and_changes_invalidate(folder, tmp_path):
+    for name in ("income_retrain.yaml", "income_batch_score.yaml", "quickstart.yaml"):
+        cold = load_dag(folder / "x.py", f"pipelines/{name}")
+        plans = list((tmp_path / "cache" / "plans").glob(f"{pathlib.Path(name).stem}-*.json"))
+        assert len(plans) == 1
+        warm = load_dag(folder / "x.py", f"pipelines/{name}")
+        assert _shape(warm) == _shape(cold)
+
+    definition = folder / "pipelines" / "quickstart.yaml"
+    definition.write_text(definition.read_text().replace("default: 2000", "default: 2500"))
+    assert load_dag(folder / "x.py", "pipelines/quickstart.yaml").params["rows"] == 2500
+    definition.write_text(definition.read_text().replace("minimum: 100", "minimun: 100"))
+    with pytest.raises(DefinitionError, match="minimun"):
+        load_dag(folder / "x.py", "pipelines/quickstart.yaml")
+
+
+def test_a_warm_parse_does_not_load_pydantic(folder, tmp_path):
+    load_dag(folder / "x.py", "pipelines/income_retrain.yaml")  # cold: validates, writes the plan
+    probe = (
+        "import sys; from airflow_mlpipe.factory import load_dag; "
+        f"dag = load_dag({str(folder / 'x.py')!r}, 'pipelines/income_retrain.yaml'); "
+        "print(dag.dag_id, 'pydantic' in sys.modules, 'airflow_mlpipe.spec' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MLPIPE_CACHE_DIR": str(tmp_path / "cache")})
+    dag_id, _pydantic_loaded_by_airflow, spec_loaded = out.stdout.split()[-3:]
+    assert dag_id == "income_retrain_v2"
+    assert spec_loaded == "False", "the spec layer (our pydantic models) was imported on a warm parse"
