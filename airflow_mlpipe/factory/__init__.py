@@ -50,10 +50,6 @@ def param_args(spec: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     return args
 
 
-def dag_params(spec: Any) -> dict[str, Any]:
-    return _params(param_args(spec))
-
-
 def _params(args: dict[str, Any]) -> dict[str, Any]:
     from airflow_mlpipe.compat import Param
 
@@ -66,10 +62,6 @@ def schedule_data(spec: Any) -> Any:
     if schedule is None or isinstance(schedule, str):
         return schedule
     return {"cron": getattr(schedule, "cron", None), "datasets": list(getattr(schedule, "datasets", None) or [])}
-
-
-def dag_schedule(spec: Any) -> Any:
-    return _schedule(schedule_data(spec))
 
 
 def _schedule(schedule: Any) -> Any:
@@ -100,7 +92,8 @@ def _start_date(value: Any) -> datetime.datetime:
     return datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def dag_kwargs(spec: Any, with_params: bool = True) -> dict[str, Any]:
+def dag_kwargs(spec: Any) -> dict[str, Any]:
+    """The DAG's settings but its schedule and params (see ``schedule_data`` and ``param_args``)."""
     defaults = spec.defaults
     default_args: dict[str, Any] = {"owner": spec.owner or "airflow"}
     if defaults is not None and defaults.retries is not None:
@@ -113,19 +106,16 @@ def dag_kwargs(spec: Any, with_params: bool = True) -> dict[str, Any]:
         "description": description.splitlines()[0][:200] if description else None,
         "doc_md": description or None,
         "tags": sorted({*(spec.tags or []), "mlpipe"}),
-        "schedule": dag_schedule(spec),
         "start_date": _start_date(spec.start_date),
         "max_active_runs": spec.max_active_runs or 16,
         "catchup": bool(spec.catchup),
         "default_args": default_args,
-        **({"params": dag_params(spec)} if with_params else {}),
     }
 
 
 def dag_plan(spec: Any) -> dict[str, Any]:
     """Everything the DAG is built from, as plain JSON data (see the module docstring)."""
-    kwargs = dag_kwargs(spec, with_params=False)
-    kwargs.pop("schedule")
+    kwargs = dag_kwargs(spec)
     kwargs["start_date"] = kwargs["start_date"].isoformat()
     timeout = kwargs["default_args"].get("execution_timeout")
     if timeout is not None:

@@ -9,7 +9,7 @@ import pathlib
 import pprint
 from typing import Any
 
-from airflow_mlpipe.factory import dag_kwargs, param_args
+from airflow_mlpipe.factory import dag_kwargs, param_args, schedule_data
 from airflow_mlpipe.factory.builders import builder_for
 
 
@@ -33,11 +33,11 @@ class _Relative:
 
 
 def _schedule_source(spec: Any) -> tuple[str, set[str]]:
-    schedule = spec.schedule
+    schedule = schedule_data(spec)
     if schedule is None or isinstance(schedule, str):
         return _lit(schedule), set()
-    cron = getattr(schedule, "cron", None)
-    names = list(getattr(schedule, "datasets", None) or [])
+    cron = schedule["cron"]
+    names = schedule["datasets"]
     if not names:
         return _lit(cron), set()
     imports = {"from airflow_mlpipe.assets import dataset_asset"}
@@ -56,9 +56,8 @@ def compile_source(spec: Any, out_dir: str | pathlib.Path | None = None) -> str:
     """Python source of the DAG of ``spec``; paths are written relative to ``out_dir`` (the folder the
     file will live in; default: the definition's folder)."""
     out = pathlib.Path(out_dir or spec.source_file.parent).resolve()
-    kwargs = dag_kwargs(spec, with_params=False)
+    kwargs = dag_kwargs(spec)
     schedule_src, imports = _schedule_source(spec)
-    kwargs.pop("schedule")
     lines = [
         f'"""DAG {spec.pipeline!r}, compiled by `mlpipe compile` from '
         f'{os.path.relpath(spec.source_file, out)}.',
