@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed
 
-STEP_OUTPUT = re.compile(r"^\$\{\s*steps\.([A-Za-z0-9_.\-]+)\.outputs\.([A-Za-z0-9_.\-]+)\s*\}$")
-PARAM_ONLY = re.compile(r"^\$\{\s*params\.([A-Za-z0-9_.\-]+)\s*\}$")
 DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
-SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def safe_id(value: str) -> str:
-    return SAFE_ID.sub("_", value)
 
 
 @dataclasses.dataclass
@@ -35,10 +27,19 @@ class StepPlan:
     key: str
 
     def attempt_prefix(self, attempt: int) -> str:
-        return f"runs/{self.pipeline}/{safe_id(self.run_id)}/steps/{self.step}/attempt-{attempt}"
+        from airflow_mlpipe.workspace.runs import attempt_prefix
+
+        return attempt_prefix(self.pipeline, self.run_id, self.step, attempt)
 
     def result_key(self, attempt: int) -> str:
         return f"{self.attempt_prefix(attempt)}/result.json"
+
+
+def safe_id(run_id: str) -> str:
+    """``run_id`` as a workspace key segment (the workspace's own rule; imported lazily: parse time)."""
+    from airflow_mlpipe.workspace.runs import safe_id as workspace_safe_id
+
+    return workspace_safe_id(run_id)
 
 
 def params_referenced(op: Any) -> list[str]:
@@ -133,10 +134,11 @@ def _version_input(version: Any, source: str) -> dict[str, Any]:
 
 
 def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    ref = ref.strip()
-    match = STEP_OUTPUT.match(ref)
-    if match:
-        step, output = match.groups()
+    from airflow_mlpipe.spec.refs import parse_input
+
+    parsed = parse_input(ref)
+    if parsed.kind == "step_output":
+        step, output = parsed.step, parsed.name
         # The upstream step's record in the workspace holds its outputs (a local read, cheaper than an
         # XCom round trip through the API server); its XCom is the fallback.
         record = ws.runs.get_step(op.pipeline or op.dag_id, context["dag_run"].run_id, step)
@@ -152,9 +154,8 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
             )
         out = upstream["outputs"][output]
         return {"key": out["key"], "kind": "dir", "digest": out["digest"], "source": f"{step}.{output}"}
-    match = PARAM_ONLY.match(ref)
-    if match:
-        pname = match.group(1)
+    if parsed.kind == "param":
+        pname = parsed.name
         value = params.get(pname)
         ptype = op.param_types.get(pname, "dataset")
         if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
@@ -162,7 +163,7 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
             kind, digest = _digest_of_path(ws, key)
             return {"key": key, "kind": kind, "digest": digest, "source": f"params.{pname}={key}"}
         return resolve_registered(ws, name, str(value), f"params.{pname}=")
-    return resolve_registered(ws, name, ref, "")
+    return resolve_registered(ws, name, parsed.raw, "")
 
 
 def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, Any]:
