@@ -6,8 +6,8 @@ process that only reads a step's ``${...}`` references (``spec.refs``) must not 
 models (about 130 ms per task).
 
 A new step type: subclass :class:`StepBase` (``type: Literal["name"]``) and call
-:func:`register_step_type`. The built-in ones (``steps_ml``) are registered by ``spec.validate``,
-which is where the registry is read.
+:func:`register_step_type`. ``spec.steps`` loads the built-in ones (``steps_ml``) itself, so the
+registry is complete wherever it is read.
 """
 
 from __future__ import annotations
@@ -37,6 +37,4 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if name == "STEP_TYPES":
-        importlib.import_module(f"{__name__}.validate")  # the registry, with the built-in types in it
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -213,3 +213,7 @@ def register_step_type(name: str, model: type[StepBase]) -> type[StepBase]:
 
 
 register_step_type("python", PythonStep)
+
+# The built-in ML step types register themselves when their module loads; loading it here keeps the
+# registry complete wherever it is read (steps_ml imports this module, which is whole by this line).
+from airflow_mlpipe.spec import steps_ml  # noqa: E402,F401

@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from airflow_mlpipe.spec import steps_ml  # noqa: F401 - registers the built-in ML step types
 from airflow_mlpipe.spec.graph import find_cycles
 from airflow_mlpipe.spec.params import RESERVED_PARAMS
 from airflow_mlpipe.spec.pipeline import PipelineSpec
