@@ -9,15 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from airflow_mlpipe.cli.common import console, esc
 from airflow_mlpipe.errors import DefinitionError
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def collect_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -80,19 +75,19 @@ def validate(
         doc = {"valid": ok, "files": results, "errors": errors}
         typer.echo(json.dumps(doc, indent=2, default=str))
         raise typer.Exit(0 if ok else 1)
-    out, err = _console(), _console(stderr=True)
+    out, err = console(), console(stderr=True)
     for message in errors:
-        err.print(f"[red]error[/red]  {_esc(message)}")
+        err.print(f"[red]error[/red]  {esc(message)}")
     for r in results:
         if r["valid"]:
             out.print(
-                f"[green]ok[/green]  {_esc(r['file'])}  (pipeline {_esc(r['pipeline'])}, {r['steps']} steps)"
+                f"[green]ok[/green]  {esc(r['file'])}  (pipeline {esc(r['pipeline'])}, {r['steps']} steps)"
             )
         else:
             head, _, rest = r["report"].partition("\n")
-            out.print(f"[red]{_esc(head)}[/red]")
+            out.print(f"[red]{esc(head)}[/red]")
             if rest:
-                out.print(_esc(rest))
+                out.print(esc(rest))
     bad = sum(1 for r in results if not r["valid"])
     if len(results) > 1 or bad:
         summary = f"{len(results) - bad} valid, {bad} invalid"
@@ -116,18 +111,23 @@ def schema(
         typer.echo(f"wrote {output}", err=True)
 
 
+def _load_or_exit(path: Path) -> Any:
+    """The validated definition at ``path``; on a problem, print the whole report and exit 1."""
+    from airflow_mlpipe.spec import load_pipeline
+
+    try:
+        return load_pipeline(path)
+    except DefinitionError as exc:
+        console(stderr=True).print(esc(str(exc)))
+        raise typer.Exit(1) from None
+
+
 def render(
     path: Annotated[Path, typer.Argument(help="A pipeline definition file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the graph as JSON.")] = False,
 ) -> None:
     """Show the step graph: each step in run order with its compute, inputs, outputs and upstream steps."""
-    from airflow_mlpipe.spec import load_pipeline
-
-    try:
-        spec = load_pipeline(path)
-    except DefinitionError as exc:
-        _console(stderr=True).print(_esc(str(exc)))
-        raise typer.Exit(1) from None
+    spec = _load_or_exit(path)
     graph = describe_graph(spec)
     if as_json:
         typer.echo(json.dumps(graph, indent=2, default=str))
@@ -153,13 +153,13 @@ def render(
         kind = "" if step["type"] == "python" else f" ({step['type']})"
         table.add_row(
             str(i),
-            _esc(name + kind),
-            _esc(where),
-            _esc(inputs),
-            _esc(outputs),
-            _esc(", ".join(step["upstream"]) or "-"),
+            esc(name + kind),
+            esc(where),
+            esc(inputs),
+            esc(outputs),
+            esc(", ".join(step["upstream"]) or "-"),
         )
-    _console().print(table)
+    console().print(table)
 
 
 def compile_(
@@ -169,13 +169,7 @@ def compile_(
     ] = None,
 ) -> None:
     """Write the plain-Python DAG file equivalent to what the factory builds (for static DAGs in review)."""
-    from airflow_mlpipe.spec import load_pipeline
-
-    try:
-        spec = load_pipeline(path)
-    except DefinitionError as exc:
-        _console(stderr=True).print(_esc(str(exc)))
-        raise typer.Exit(1) from None
+    spec = _load_or_exit(path)
     from airflow_mlpipe.factory.compile import compile_source
 
     source = compile_source(spec, output.resolve().parent if output else Path.cwd())
@@ -220,12 +214,6 @@ def describe_graph(spec: Any) -> dict[str, Any]:
             "params": spec.params_used(name),
         }
     return {"pipeline": spec.pipeline, "version": spec.version, "order": list(steps), "steps": steps}
-
-
-def _esc(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def register(app: typer.Typer) -> None:
