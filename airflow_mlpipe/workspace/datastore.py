@@ -228,6 +228,24 @@ class Datastore(abc.ABC):
 # --------------------------------------------------------------------------------------------- local
 
 
+def temp_name(path: pathlib.Path) -> pathlib.Path:
+    """A unique temporary name beside ``path``, hidden from listings (``_INTERNAL`` prefix)."""
+    return path.with_name(f"{_INTERNAL}tmp-{uuid.uuid4().hex}-{path.name}")
+
+
+def write_file_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to the local file ``path`` (its folder exists) through a temporary name: a reader,
+    or a process killed halfway, sees the old file or the whole new one, never a part."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WorkspaceError(f"cannot write {path}: {exc}") from exc
+
+
 class LocalDatastore(Datastore):
     """A directory on this machine. Writes are atomic (temp file + ``os.replace``)."""
 
@@ -247,17 +265,11 @@ class LocalDatastore(Datastore):
 
     def _temp_for(self, path: pathlib.Path) -> pathlib.Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.with_name(f"{_INTERNAL}tmp-{uuid.uuid4().hex}-{path.name}")
+        return temp_name(path)
 
     def _atomic_write(self, path: pathlib.Path, data: bytes) -> None:
-        tmp = self._temp_for(path)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise WorkspaceError(f"cannot write {path}: {exc}") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, data)
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)

@@ -10,13 +10,11 @@ import os
 import pathlib
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from airflow_mlpipe.errors import NotFoundError, WorkspaceError
 from airflow_mlpipe.workspace.datastore import (
-    _INTERNAL,
     MB,
     Datastore,
     ObjectInfo,
@@ -25,6 +23,7 @@ from airflow_mlpipe.workspace.datastore import (
     _loads,
     check_key,
     check_prefix,
+    write_file_atomically,
 )
 
 __all__ = ["S3Datastore"]
@@ -327,17 +326,11 @@ class S3Datastore(Datastore):
 
         def get_small(job: tuple[str, pathlib.Path, int]) -> None:
             key, path, _ = job
-            tmp = path.with_name(f"{_INTERNAL}tmp-{uuid.uuid4().hex}-{path.name}")
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
-                with open(tmp, "wb") as fh:
-                    fh.write(body)
-                os.replace(tmp, path)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise WorkspaceError(f"cannot write {path}: {exc}") from exc
             except self._boto_errors() as exc:
                 raise self._fail("download", key, exc) from exc
+            write_file_atomically(path, body)
             if progress is not None:
                 progress(len(body))
 
