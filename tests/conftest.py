@@ -21,7 +21,7 @@ os.environ.setdefault("MLPIPE_SCRATCH_DIR", str(_SESSION / "scratch"))
 
 import pytest  # noqa: E402
 
-pytest_plugins = ["tests.fixtures.moto"]
+pytest_plugins = ["tests.fixtures.moto", "tests.fixtures.docker"]
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
-"""Fixtures of the compute suite: a local workspace, the quickstart sources, a venv cache per session,
-and the Docker Engine (podman) endpoint for the ``integration`` docker tests."""
+"""Fixtures of the compute suite: a local workspace, the quickstart sources, a venv cache per session.
+The Docker Engine endpoint (``docker_url``) comes from ``tests/fixtures/docker.py``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 
 from airflow_mlpipe.compute.base import StepRequest
 from airflow_mlpipe.workspace.datastore import LocalDatastore
+from tests.fixtures.docker import STEP_IMAGE
 from tests.runtime.conftest import make_context
 
-STEP_IMAGE = os.environ.get("MLPIPE_STEP_IMAGE", "localhost/mlpipe-python:bookworm")
-DEFAULT_SOCKET = "unix:///run/mlpipe-podman.sock"
 QUICKSTART = pathlib.Path(__file__).resolve().parents[2] / "dags_examples" / "src" / "quickstart"
 
 
@@ -62,30 +61,4 @@ def script_request(workspace, src_dir, script: str, body: str, **kwargs) -> Step
     return StepRequest(context=ctx, workdir=str(src_dir), **kwargs)
 
 
-@pytest.fixture(scope="session")
-def docker_url() -> str:
-    """The Docker Engine endpoint (podman here). Skipped only with MLPIPE_SKIP_DOCKER=1; an endpoint that
-    does not answer is a failure, not a skip (CI runs scripts/setup_podman.sh first)."""
-    if os.environ.get("MLPIPE_SKIP_DOCKER") == "1":
-        pytest.skip("MLPIPE_SKIP_DOCKER=1")
-    import docker
-
-    url = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    try:
-        client = docker.DockerClient(base_url=url, timeout=10)
-        client.ping()
-    except Exception as exc:
-        pytest.fail(
-            f"no Docker Engine answers at {url} ({exc}). Run `sudo scripts/setup_podman.sh` (and "
-            "scripts/build_step_image.sh), export the DOCKER_HOST it prints, or set MLPIPE_SKIP_DOCKER=1."
-        )
-    try:
-        client.images.get(STEP_IMAGE)
-    except Exception as exc:
-        pytest.fail(f"image {STEP_IMAGE} is missing ({exc}); run `sudo scripts/build_step_image.sh`")
-    finally:
-        client.close()
-    return url
-
-
-__all__ = ["make_context", "prep_request", "script_request"]
+__all__ = ["STEP_IMAGE", "make_context", "prep_request", "script_request"]

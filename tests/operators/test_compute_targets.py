@@ -11,38 +11,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.fixtures.docker import STEP_IMAGE
 from tests.operators.kit import EXAMPLES, activate, load, local_target, make_dags_folder, run
-
-STEP_IMAGE = os.environ.get("MLPIPE_STEP_IMAGE", "localhost/mlpipe-python:bookworm")
-DEFAULT_SOCKET = "unix:///run/mlpipe-podman.sock"
-
-
-@pytest.fixture(scope="module")
-def docker_url() -> str:
-    """The Docker Engine endpoint (podman). Skipped only with MLPIPE_SKIP_DOCKER=1; an endpoint that does
-    not answer is a failure with instructions."""
-    if os.environ.get("MLPIPE_SKIP_DOCKER") == "1":
-        pytest.skip("MLPIPE_SKIP_DOCKER=1")
-    import docker
-
-    url = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    try:
-        client = docker.DockerClient(base_url=url, timeout=10)
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker Engine answers at {url} ({exc}). Run `sudo scripts/setup_system.sh` (podman + "
-                    "the step image), export DOCKER_HOST, or set MLPIPE_SKIP_DOCKER=1.")
-    try:
-        client.images.get(STEP_IMAGE)
-    except Exception as exc:
-        pytest.fail(f"image {STEP_IMAGE} is missing ({exc}); run `sudo scripts/build_step_image.sh`")
-    finally:
-        client.close()
-    return url
 
 
 def two_targets(docker_url: str, compute: str) -> str:
