@@ -46,7 +46,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ import uuid
 from typing import Any
 
 import httpx
+from standalone import free_port  # this folder: the script's own, or put on sys.path by its importer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
@@ -95,12 +95,6 @@ def dag_policy(dag):
     for task in dag.tasks:
         task.queue = QUEUES[level(task) % 2]
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _replace_once(text: str, old: str, new: str, where: str) -> str:
