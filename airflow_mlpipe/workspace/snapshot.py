@@ -2,7 +2,9 @@
 
 File selection: in each directory, ``.amlignore`` if present, else ``.gitignore`` (gitignore semantics,
 nested files apply below their directory, deeper files win); ``.git/``, ``__pycache__/`` and ``*.pyc``
-are always left out. Symlinks to files are followed; symlinked directories are not entered.
+are always left out. Symlinks to files inside the source directory are followed; symlinked
+directories are not entered. A symlink that leads out of the source directory (file or directory,
+judged on real paths) is refused unless ignored: a snapshot holds the folder's own files only.
 
 Two hashes:
 - ``content_sha256`` over every selected file: names the archive ``snapshots/<content_sha256>.tar.gz``
@@ -36,6 +38,7 @@ import hashlib
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -101,6 +104,18 @@ def select_files(source_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path
                 verdict = result.include
         return verdict
 
+    real_root = os.path.realpath(root)
+
+    def check_link(path: pathlib.Path) -> None:
+        """Refuse a symlink whose target (followed to the end) is not inside the source directory."""
+        target = os.path.realpath(path)
+        if os.path.commonpath([real_root, target]) != real_root:
+            raise WorkspaceError(
+                f"symbolic link {str(path)!r} in source directory {str(root)!r} leads to {target!r}, outside "
+                "the source directory: a snapshot holds the folder's own files only. Copy what the step needs "
+                "into the folder, pass it as an input, or list the link in .amlignore"
+            )
+
     selected = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = pathlib.Path(dirpath)
@@ -117,11 +132,22 @@ def select_files(source_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path
         dirnames[:] = sorted(
             d for d in dirnames if d not in ALWAYS_IGNORED_DIRS and not ignored(prefix + d, True)
         )
+        for d in dirnames:  # os.walk does not enter symlinked directories; one that leads out is refused
+            if os.path.islink(here / d):
+                check_link(here / d)
         for name in filenames:
             if name.endswith(".pyc") or ignored(prefix + name, False):
                 continue
             path = here / name
-            if path.is_file():
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue  # vanished since the listing
+            if stat.S_ISLNK(mode):
+                check_link(path)
+                if path.is_file():
+                    selected.append((prefix + name, path))
+            elif stat.S_ISREG(mode):
                 selected.append((prefix + name, path))
     selected.sort(key=lambda item: item[0])
     return selected

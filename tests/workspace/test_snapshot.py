@@ -253,3 +253,42 @@ def test_hash_cache_of_an_older_format_is_ignored(tmp_path, monkeypatch):
     stale.path.write_text(json.dumps({"format": 1, "files": {"a.py": [6, mtime, "0" * 64]}}))
     snap = snapshot_source(ds, src, git=False, cache_dir=cache)
     assert snap.files["a.py"]["sha256"] == snapmod.hash_file(src / "a.py")
+
+
+def test_symlinks_leading_out_of_the_source_folder_are_refused(tmp_path):
+    import os
+
+    outside = make_tree(tmp_path / "outside", {"secret.txt": "s", "d/x.txt": "x"})
+    src = make_tree(tmp_path / "src", {"train.py": "print(1)"})
+    (src / "leak.txt").symlink_to(outside / "secret.txt")
+    with pytest.raises(WorkspaceError) as info:
+        select_files(src)
+    message = str(info.value)
+    assert str(src / "leak.txt") in message and str(outside / "secret.txt") in message
+    assert "outside the source directory" in message and ".amlignore" in message
+    (src / "leak.txt").unlink()
+    # a relative link that climbs out, and a link to a directory outside
+    os.symlink("../outside/secret.txt", src / "rel.txt")
+    with pytest.raises(WorkspaceError, match="rel.txt"):
+        select_files(src)
+    (src / "rel.txt").unlink()
+    (src / "pkg").mkdir()
+    (src / "pkg" / "data").symlink_to(outside / "d", target_is_directory=True)
+    with pytest.raises(WorkspaceError) as info:
+        select_files(src)
+    assert str(src / "pkg" / "data") in str(info.value) and str(outside / "d") in str(info.value)
+    # ignored, it is not part of the snapshot: no complaint
+    (src / ".amlignore").write_text("pkg/data\n")
+    assert rels(src) == [".amlignore", "train.py"]
+
+
+def test_symlinks_inside_the_source_folder_keep_working(workspace, tmp_path):
+    real = make_tree(tmp_path / "real", {"train.py": "print(1)", "lib/u.py": "U = 1", "conf/a.yaml": "a: 1"})
+    (real / "u_link.py").symlink_to(real / "lib" / "u.py")  # followed: the file's content is snapshotted
+    (real / "conf_link").symlink_to("conf", target_is_directory=True)  # not entered, as before
+    assert rels(real) == ["conf/a.yaml", "lib/u.py", "train.py", "u_link.py"]
+    # a hand-written operator may name a folder through a symlink: links are judged against its real path
+    alias = tmp_path / "alias"
+    alias.symlink_to(real, target_is_directory=True)
+    snap = snapshot_source(workspace.datastore, alias, git=False)
+    assert snap.files["u_link.py"] == snap.files["lib/u.py"]
