@@ -74,3 +74,26 @@ def test_dag_processor_stores_one_import_error(folder, tmp_path):
               if e["bundle_name"] == "dags-folder"]
     assert [e["filepath"] for e in errors] == ["broken.py"]
     check_error(errors[0]["error"], folder)
+
+
+def test_source_directory_outside_the_dags_folder_fails_alone(folder, tmp_path):
+    """The factory judges source directories against the DAG file's folder (the DAGs folder): a definition
+    next to its stub that names ``../outside`` fails alone, although that folder exists and holds the
+    scripts."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("prep.py", "train.py"):
+        (outside / name).write_text("print('not the DAGs folder')\n")
+    escape = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: escape_pipeline").replace(
+        "source_directory: ../src/quickstart", "source_directory: ../outside")
+    (folder / "escape.yaml").write_text(escape)
+    (folder / "escape.py").write_text('from airflow_mlpipe.factory import load_dag\n\ndag = load_dag(__file__, "escape.yaml")\n')
+    bag = DagBag(dag_folder=str(folder))
+    assert sorted(bag.dag_ids) == ["mlpipe_quickstart", "second_pipeline"]
+    assert sorted(bag.import_errors) == [str(folder / "broken.py"), str(folder / "escape.py")]
+    message = bag.import_errors[str(folder / "escape.py")]
+    line = escape.splitlines().index("    source_directory: ../outside") + 1
+    assert (f"{folder / 'escape.yaml'}:{line}: steps.prep.source_directory: source directory '../outside' is "
+            f"outside the definitions folder {folder.resolve()} (it resolves to {outside.resolve()})") in message, message
