@@ -14,6 +14,7 @@ HERE = Path(__file__).parent
 INVALID = HERE / "invalid"
 
 EXPECTED = {
+    "alias_bomb.yaml": "alias_bomb.yaml:7: YAML aliases expand the value on this line to 597,871 values, more than the 100,000 that aliases may add to a definition",
     "absolute_script.yaml": "absolute_script.yaml:21: steps.train.script: script '/usr/bin/main.py' must be a path relative to source_directory, without '..'",
     "after_unknown.yaml": "after_unknown.yaml:22: steps.train.after.0: unknown step 'prepp' (did you mean 'prep'?)",
     "bad_cron.yaml": "bad_cron.yaml:3: schedule: invalid cron expression '0 6 * *': expected 5 fields 'minute hour day month weekday' (e.g. '0 6 * * 1') or a preset such",
