@@ -125,7 +125,7 @@ def bench_snapshot(root: pathlib.Path) -> None:
         offset = (i * 7919) % (len(pool) - size)
         (directory / f"f{i:05d}.bin").write_bytes(i.to_bytes(4, "big") + pool[offset:offset + size - 4])
     generated = time.perf_counter() - t0
-    time.sleep(2.1)  # files younger than 2 s are not trusted to the stat cache (racy mtimes)
+    time.sleep(2.1)  # files changed less than 2 s ago are not trusted to the stat cache (racy mtime or ctime)
     ws = LocalDatastore(str(root / "ws-snap"))
     cache = root / "hashcache-snap"
     t0 = time.perf_counter()

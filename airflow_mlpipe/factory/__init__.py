@@ -12,8 +12,13 @@ Parse-time discipline: no network, database, Variable, Connection or subprocess 
 
 Airflow parses a DAG file in the dag processor and again in every task process. So a validated definition
 is kept as its *plan* (the DAG's and each task's arguments, plain JSON) in ``MLPIPE_CACHE_DIR``, keyed by
-the definition's bytes, its path and this package's version: a definition parsed before builds its DAG
-from the plan, without loading the pydantic models or validating again. A changed file is validated anew.
+the definition's bytes, its path, its definitions folder and this package's version: a definition parsed
+before builds its DAG from the plan, without loading the pydantic models or validating again. A changed
+file is validated anew.
+
+The definitions folder is the folder of the DAG file (``anchor``): every step's source directory must
+resolve inside it, so a definition cannot snapshot ``/etc`` or ``../..`` (``spec.api.definitions_root``
+for a definition that is not below the DAG file's folder).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 from airflow_mlpipe import __version__
 from airflow_mlpipe.factory.builders import builder_for, dag_id_for
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: validated with the definitions-folder rule (plans of format 1 were not)
 REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
@@ -155,8 +160,10 @@ def build_dag(spec: Any) -> Any:
     return build_from_plan(json.loads(json.dumps(dag_plan(spec))))
 
 
-def _plan_file(path: pathlib.Path, raw: bytes) -> pathlib.Path:
-    key = hashlib.sha256(b"\0".join([raw, str(path).encode(), __version__.encode(), str(PLAN_FORMAT).encode()]))
+def _plan_file(path: pathlib.Path, raw: bytes, root: pathlib.Path | None) -> pathlib.Path:
+    key = hashlib.sha256(
+        b"\0".join([raw, str(path).encode(), str(root or "").encode(), __version__.encode(), str(PLAN_FORMAT).encode()])
+    )
     root = os.environ.get("MLPIPE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "airflow_mlpipe")
     return pathlib.Path(root) / "plans" / f"{path.stem}-{key.hexdigest()[:32]}.json"
 
@@ -180,21 +187,25 @@ def _write_plan(file: pathlib.Path, plan: dict[str, Any]) -> None:
 
 
 def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
-    """Build the DAG of ``definition`` (relative to the folder of ``anchor``, usually ``__file__``)."""
+    """Build the DAG of ``definition`` (relative to the folder of ``anchor``, usually ``__file__``). Source
+    directories must stay inside the anchor's folder (the definition's folder's parent when the definition
+    is not below the anchor's folder)."""
+    folder = pathlib.Path(anchor).resolve().parent
     path = pathlib.Path(definition)
     if not path.is_absolute():
-        path = pathlib.Path(anchor).resolve().parent / path
+        path = folder / path
     path = path.resolve()
+    root = folder if path.is_relative_to(folder) else None  # None: load_pipeline's default
     try:
         raw = path.read_bytes()
     except OSError:
         raw = None  # load_pipeline reports the missing file with its usual message
-    plan_file = _plan_file(path, raw) if raw is not None else None
+    plan_file = _plan_file(path, raw, root) if raw is not None else None
     plan = _read_plan(plan_file) if plan_file is not None else None
     if plan is None:
         from airflow_mlpipe.spec import load_pipeline
 
-        plan = json.loads(json.dumps(dag_plan(load_pipeline(path))))
+        plan = json.loads(json.dumps(dag_plan(load_pipeline(path, root=root))))
         if plan_file is not None:
             _write_plan(plan_file, plan)
     return build_from_plan(plan)

@@ -178,7 +178,7 @@ def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, A
 
 
 def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
-              used_values: Mapping[str, Any]) -> StepPlan:
+              used_values: Mapping[str, Any], *, regenerate: bool = False) -> StepPlan:
     from airflow_mlpipe.compute.venvs import environment_hash
     from airflow_mlpipe.workspace.cache import cache_key
 
@@ -186,7 +186,9 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
         if ptype == "path" and pname in params and params[pname] is not None:
             check_workspace_path(pname, params[pname])
     inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
-    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False)  # git info: only if it runs
+    # git info: only if it runs; a forced recomputation rehashes every file (DESIGN.md section 5)
+    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False,
+                           trust_cache=not regenerate and op.allow_reuse)
     env_hash = environment_hash(op.environment)
     run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
            "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}

@@ -135,7 +135,7 @@ class MlpipeStepOperator(BaseOperator):
 
         ws.runs.open_run(pipeline, run_id, resolve.run_doc(params, conf, context))
         started = time.time()
-        plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values)
+        plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values, regenerate=regenerate)
         self.log.info("step %s: snapshot %s, environment %s", self.step_name, plan.snapshot.sha256[:12], plan.env_hash[:12])
         for name, inp in plan.inputs.items():
             self.log.info("input %s <- %s (digest %s)", name, inp["source"], inp["digest"][:12])

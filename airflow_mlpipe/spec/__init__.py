@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "api": ("json_schema", "load_pipeline", "load_pipeline_text", "load_pipelines_text"),
+    "api": ("definitions_root", "json_schema", "load_pipeline", "load_pipeline_text", "load_pipelines_text"),
     "compute": ("COMPUTE_TYPES", "DockerCompute", "EnvironmentSpec", "KubernetesCompute", "LocalCompute",
                 "Toleration"),
     "params": ("PARAM_TYPES", "RESERVED_PARAMS", "ParamSpec", "param_json_schema", "path_problems"),

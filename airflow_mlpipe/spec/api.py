@@ -16,11 +16,22 @@ from airflow_mlpipe.spec.steps import STEP_TYPES
 from airflow_mlpipe.spec.validate import build_spec
 
 
-def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
+def definitions_root(definition: str | os.PathLike[str]) -> Path:
+    """The definitions folder of the definition file ``definition``, by default: the folder above the
+    definition's own folder, which is the DAGs folder in the usual layout ``<dags>/pipelines/NAME.yaml``.
+    Every step's source directory must resolve (real path, symbolic links followed) inside it, so a
+    definition cannot snapshot ``/etc``. The factory passes the DAG file's folder instead."""
+    return Path(os.path.realpath(definition)).parent.parent
+
+
+def load_pipeline(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> PipelineSpec:
     """Load and validate the pipeline definition at ``path``.
 
-    Raises ``DefinitionError`` listing every problem of the file (``str()`` is the whole report,
-    ``.problems`` the :class:`~airflow_mlpipe.spec.problems.Problem` list).
+    ``root`` is the definitions folder source directories must stay inside (default:
+    :func:`definitions_root` of ``path``). Raises ``DefinitionError`` listing every problem of the file
+    (``str()`` is the whole report, ``.problems`` the :class:`~airflow_mlpipe.spec.problems.Problem` list).
     """
     shown = os.fspath(path)
     source = Path(path).resolve()
@@ -32,7 +43,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> PipelineSpec:
         col.add((), f"cannot read the file: {reason}")
         col.raise_if_any()
         raise  # pragma: no cover - raise_if_any always raises here
-    return _load_text(text, shown, source.parent, source)
+    return _load_text(text, shown, source.parent, source, Path(root) if root is not None else definitions_root(source))
 
 
 def load_pipelines_text(
@@ -40,25 +51,31 @@ def load_pipelines_text(
     filename: str = "<string>",
     *,
     base_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> PipelineSpec:
     """Validate a definition given as text (tests, the REST layer). ``filename`` names it in
     messages. Files (scripts, requirements) are checked only when ``base_dir`` is given; it is also
-    what relative paths resolve against."""
+    what relative paths resolve against, and the definition counts as a file in it for ``root`` (see
+    :func:`load_pipeline`)."""
     base = Path(base_dir).resolve() if base_dir is not None else None
     source = base / Path(filename).name if base is not None else None
-    return _load_text(text, filename, base, source)
+    if source is not None and root is None:
+        root = definitions_root(source)
+    return _load_text(text, filename, base, source, Path(root) if root is not None else None)
 
 
 #: singular alias.
 load_pipeline_text = load_pipelines_text
 
 
-def _load_text(text: str, shown: str, base_dir: Path | None, source: Path | None) -> PipelineSpec:
+def _load_text(
+    text: str, shown: str, base_dir: Path | None, source: Path | None, root: Path | None
+) -> PipelineSpec:
     doc = load_yaml(text)
     col = Collector(shown, doc.lines)
     for line, path, message in doc.problems:
         col.add(path, message, line=line)
-    return build_spec(doc.data, col, base_dir, source)
+    return build_spec(doc.data, col, base_dir, source, root)
 
 
 def definition_model() -> type[BaseModel]:

@@ -5,6 +5,13 @@ The document is composed once into a node tree by libyaml (``CSafeLoader``; pure
 time, ``lines``: ``{path tuple: line}`` where a path is the tuple of keys and list indexes leading to
 a value (``("steps", "train", "script")``) and the line is the 1-based line of its key (mapping
 entries) or of the item (list items). Only the safe YAML tags are accepted.
+
+Aliases are shared node objects in the composed tree, so a few lines can stand for billions of values
+("billion laughs": nine lists of nine aliases of the list above). Before anything is built, a file with
+anchors gets one pass over its distinct nodes (memoised, so it costs what the file's own nodes cost) that
+measures what the aliases add once expanded; over ``MAX_ALIAS_VALUES`` the file is refused with one
+problem on the line of the value that passes the limit, in about a millisecond. Values nested deeper
+than ``MAX_DEPTH`` are refused too (the builder would exhaust Python's stack).
 """
 
 from __future__ import annotations
@@ -24,6 +31,14 @@ _SEQ = "tag:yaml.org,2002:seq"
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 
+#: values aliases may add to a definition once expanded. Real definitions use aliases for shared
+#: settings (``resources: *res``, ``<<: *defaults``): 200 steps that each repeat a 10-value mapping add
+#: 2,000. The nine-level bomb adds 387 million; 100,000 costs the builder about 0.3 s and 16 MB.
+MAX_ALIAS_VALUES = 100_000
+#: nesting levels of values; definitions are about 6 deep. Deeper files would exhaust Python's stack
+#: in the builder (libyaml itself stops at 1,000 levels).
+MAX_DEPTH = 100
+
 
 @dataclass
 class YamlDoc:
@@ -33,6 +48,66 @@ class YamlDoc:
     lines: dict[tuple, int] = field(default_factory=dict)
     #: ``(line, path tuple, message)`` for duplicate keys and syntax errors.
     problems: list[tuple[int | None, tuple, str]] = field(default_factory=list)
+
+
+def _children(node: Any) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return node.value
+
+
+def _alias_bomb(root: Any) -> tuple[int, str] | None:
+    """``(line, message)`` when aliases, once expanded, add more than ``MAX_ALIAS_VALUES`` values to the
+    document, else None. One iterative pass memoised on node identity: each distinct collection is
+    walked once, whatever the number of aliases pointing at it. The line is that of the first value
+    (innermost, in document order) whose aliases alone pass the limit. A recursive alias counts 0 here
+    (the builder reports it)."""
+    if isinstance(root, yaml.ScalarNode):
+        return None
+    scalar = yaml.ScalarNode
+    memo: dict[int, int] = {}  # id of a collection -> its values once expanded
+    on_path = {id(root)}
+    seen = 1  # distinct collections entered + scalar values met, so far
+    # frame: [node, children, next child, values so far, `seen` when the node was entered]
+    frames: list[list[Any]] = [[root, _children(root), 0, 1, 0]]
+    while frames:
+        frame = frames[-1]
+        kids = frame[1]
+        i = frame[2]
+        entered = False
+        while i < len(kids):
+            kid = kids[i]
+            i += 1
+            if isinstance(kid, scalar):
+                frame[3] += 1
+                seen += 1
+                continue
+            key = id(kid)
+            size = memo.get(key)
+            if size is not None:
+                frame[3] += size  # an alias (or a merge) of a collection met before
+            elif key not in on_path:
+                frame[2] = i
+                on_path.add(key)
+                seen += 1
+                frames.append([kid, _children(kid), 0, 1, seen - 1])
+                entered = True
+                break
+        if entered:
+            continue
+        frames.pop()
+        node, size = frame[0], frame[3]
+        on_path.discard(id(node))
+        memo[id(node)] = size
+        if size - (seen - frame[4]) > MAX_ALIAS_VALUES:
+            return node.start_mark.line + 1, (
+                f"YAML aliases expand the value on this line to {size:,} values, more than the "
+                f"{MAX_ALIAS_VALUES:,} that aliases may add to a definition (a 'billion laughs' alias bomb?): "
+                "write the values out, or use fewer and smaller aliases"
+            )
+        if frames:
+            frames[-1][3] += size
+    return None
 
 
 class _Builder:
@@ -66,6 +141,14 @@ class _Builder:
     def build(self, node: Any, path: tuple) -> Any:
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
+        if len(path) >= MAX_DEPTH:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"values nested more than {MAX_DEPTH} levels deep: a definition is a few levels deep; "
+                "flatten this value",
+                node.start_mark,
+            )
         key = id(node)
         if key in self.active:
             raise yaml.constructor.ConstructorError(
@@ -152,6 +235,9 @@ def load_yaml(text: str) -> YamlDoc:
             return YamlDoc(None, {}, [(None, (), f"YAML error: {' '.join(str(exc).split())}")])
         if node is None:
             return YamlDoc(None, {(): 1}, [])
+        too_big = _alias_bomb(node) if "&" in text else None  # no anchor, no alias
+        if too_big is not None:
+            return YamlDoc(None, {(): node.start_mark.line + 1}, [(too_big[0], (), too_big[1])])
         builder = _Builder(loader)
         builder.lines[()] = node.start_mark.line + 1
         try:

@@ -7,6 +7,7 @@ loader picks the model from :data:`STEP_TYPES` by the step's ``type`` (default `
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,26 @@ def _relative_parts(value: str) -> list[str] | None:
         return None
     parts = value.replace("\\", "/").split("/")
     return None if ".." in parts else parts
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _escape_problem(value: str, path: Path, root: Path) -> str | None:
+    """Why the source directory ``path`` (``value`` as written) is not inside the definitions folder
+    ``root``, or None. Judged on the real path, so a symbolic link that leads out is caught too."""
+    real = os.path.realpath(path)
+    top = os.path.realpath(root)
+    if _inside(real, top):
+        return None
+    what = "a definition may only snapshot code inside that folder; move the code there and name it relative to the definition"
+    if _inside(os.path.normpath(os.path.abspath(path)), top):
+        return (
+            f"source directory '{value}' leads outside the definitions folder {top} through a symbolic link "
+            f"(its real path is {real}): {what}"
+        )
+    return f"source directory '{value}' is outside the definitions folder {top} (it resolves to {real}): {what}"
 
 
 class OutputSpec(BaseModel):
@@ -133,9 +154,10 @@ class StepBase(BaseModel):
         """``(path below the step, string)`` for every string that may hold ``${...}`` references."""
         return iter(())
 
-    def check(self, base_dir: Path | None) -> list[StepProblem]:
+    def check(self, base_dir: Path | None, root: Path | None = None) -> list[StepProblem]:
         """Type-specific checks (files...). ``base_dir`` is the YAML file's directory, or None when
-        the filesystem must not be checked."""
+        the filesystem must not be checked; ``root`` the definitions folder (real path) that the files a
+        step snapshots must stay inside (None: not checked)."""
         return []
 
     def step_refs(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -150,7 +172,9 @@ class PythonStep(StepBase):
     type: Literal["python"] = Field("python", description="python (the default)")
     script: str = Field(description="Script to run, relative to source_directory.")
     source_directory: str = Field(
-        ".", description="Directory snapshotted for the step, relative to the YAML file's directory."
+        ".",
+        description="Directory snapshotted for the step, relative to the YAML file's directory; it must "
+        "resolve inside the definitions folder (the folder of the DAG file that loads the definition).",
     )
     arguments: Annotated[list[Scalar], BeforeValidator(none_to_empty_list)] = Field(
         default_factory=list, description="argv after the script; strings may hold ${...} references."
@@ -175,10 +199,14 @@ class PythonStep(StepBase):
             if isinstance(arg, str):
                 yield ("arguments", i), arg
 
-    def check(self, base_dir: Path | None) -> list[StepProblem]:
+    def check(self, base_dir: Path | None, root: Path | None = None) -> list[StepProblem]:
         if base_dir is None:
             return []
         src = base_dir / self.source_directory
+        if root is not None:
+            escape = _escape_problem(self.source_directory, src, root)
+            if escape:
+                return [(("source_directory",), escape)]
         if not src.is_dir():
             return [
                 (

@@ -28,7 +28,7 @@ class RegisterModelStep(StepBase):
         default_factory=list, description="Aliases moved to the new version unconditionally (e.g. staging)."
     )
 
-    def check(self, base_dir: Path | None) -> list[StepProblem]:
+    def check(self, base_dir: Path | None, root: Path | None = None) -> list[StepProblem]:
         if "model" not in self.inputs:
             return [(("inputs",), "a register_model step needs an input named 'model' (the model folder)")]
         return []

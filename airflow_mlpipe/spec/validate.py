@@ -157,8 +157,11 @@ def _salvage(model: type[StepBase], body: dict, bad_keys: set) -> StepBase | Non
     return obj
 
 
-def check_semantics(spec: PipelineSpec, col: Collector, broken: _Broken, base_dir: Path | None) -> None:
-    """Names, references, graph and files. ``spec.steps`` holds only the structurally valid steps."""
+def check_semantics(
+    spec: PipelineSpec, col: Collector, broken: _Broken, base_dir: Path | None, root: Path | None = None
+) -> None:
+    """Names, references, graph and files. ``spec.steps`` holds only the structurally valid steps.
+    ``root``: the definitions folder every source directory must stay inside."""
     known = {
         "compute": set(spec.compute) | broken.names["compute"],
         "environments": set(spec.environments) | broken.names["environments"],
@@ -203,7 +206,7 @@ def check_semantics(spec: PipelineSpec, col: Collector, broken: _Broken, base_di
     for name, step in spec.steps.items():
         upstream[name] = _check_step(spec, name, step, col, known, registered, broken, missing)
         if name in complete:
-            for sub, msg in step.check(base_dir):
+            for sub, msg in step.check(base_dir, root):
                 col.add(("steps", name, *sub), msg)
     for fld, names in missing.items():
         what = "compute target" if fld == "compute" else "environment"
@@ -371,8 +374,11 @@ def _check_template(
             )
 
 
-def build_spec(data: Any, col: Collector, base_dir: Path | None, source_file: Path | None) -> PipelineSpec:
-    """Validate loaded YAML ``data``; raise ``DefinitionError`` listing every problem of the file."""
+def build_spec(
+    data: Any, col: Collector, base_dir: Path | None, source_file: Path | None, root: Path | None = None
+) -> PipelineSpec:
+    """Validate loaded YAML ``data``; raise ``DefinitionError`` listing every problem of the file.
+    ``root``: the definitions folder (see ``spec.api.definitions_root``); None checks no containment."""
     if data is None:
         if not col.problems:
             col.add((), "the file is empty: a pipeline definition needs at least 'pipeline' and 'steps'")
@@ -385,7 +391,7 @@ def build_spec(data: Any, col: Collector, base_dir: Path | None, source_file: Pa
     steps = _validate_steps(data.get("steps"), col, broken)
     if top is not None:
         partial = top.model_copy(update={"steps": steps})
-        check_semantics(partial, col, broken, base_dir)
+        check_semantics(partial, col, broken, base_dir, root)
     col.raise_if_any()
     if broken.salvaged:  # pragma: no cover - salvaged steps always come with a reported problem
         col.raise_if_any()

@@ -42,8 +42,12 @@ class Workspace:
         hash_paths: list[str] | None = None,
         cache_dir: str | pathlib.Path | None = None,
         git: bool = True,
+        trust_cache: bool = True,
     ) -> Snapshot:
-        return snapshot_source(self.datastore, source_dir, hash_paths=hash_paths, cache_dir=cache_dir, git=git)
+        """Snapshot ``source_dir``; ``trust_cache=False`` rehashes every file (``regenerate_outputs``)."""
+        return snapshot_source(
+            self.datastore, source_dir, hash_paths=hash_paths, cache_dir=cache_dir, git=git, trust_cache=trust_cache
+        )
 
     def unpack_snapshot(self, key: str, dest_dir: str | pathlib.Path) -> list[str]:
         return unpack_snapshot(self.datastore, key, dest_dir)

@@ -2,7 +2,9 @@
 
 File selection: in each directory, ``.amlignore`` if present, else ``.gitignore`` (gitignore semantics,
 nested files apply below their directory, deeper files win); ``.git/``, ``__pycache__/`` and ``*.pyc``
-are always left out. Symlinks to files are followed; symlinked directories are not entered.
+are always left out. Symlinks to files inside the source directory are followed; symlinked
+directories are not entered. A symlink that leads out of the source directory (file or directory,
+judged on real paths) is refused unless ignored: a snapshot holds the folder's own files only.
 
 Two hashes:
 - ``content_sha256`` over every selected file: names the archive ``snapshots/<content_sha256>.tar.gz``
@@ -13,9 +15,15 @@ Two hashes:
   sidecar ``snapshots/<sha256>.json`` lists the hashed files, so a cache miss can be explained file by file.
 Each hash is sha256 over the sorted lines ``"<relative path>\\0<file sha256>\\n"``.
 
-Speed: a stat cache (relative path -> size, mtime_ns, sha256) per source directory, kept under
+Speed: a stat cache (relative path -> fingerprint, sha256) per source directory, kept under
 ``$MLPIPE_CACHE_DIR/hashcache`` (default ``~/.cache/airflow_mlpipe/hashcache``), avoids rehashing
 unchanged files; the archive is built only when ``snapshots/<content_sha256>.tar.gz`` is absent.
+The fingerprint is (size, mtime_ns, inode, ctime_ns): size and mtime alone miss a same-size edit whose
+mtime was set back (``rsync -t``, ``cp -p``, ``touch -r``...), but no user tool can set ctime back, and
+a rename over the file changes the inode. As in git, a file whose mtime or ctime is within ``_RACY_NS``
+of the scan ("racily clean": it may change again within the filesystem's timestamp granularity without
+a visible change) is hashed but not remembered, so it is hashed again next time. ``trust_cache=False``
+(``regenerate_outputs``) hashes every file and refreshes the cache.
 Archives are deterministic: sorted members, mtime 0, uid/gid 0, mode 0644, gzip mtime 0.
 
 Imports only the standard library at import time (pathspec when selecting files; ``unpack_snapshot``
@@ -30,6 +38,7 @@ import hashlib
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -46,6 +55,7 @@ __all__ = ["Snapshot", "select_files", "snapshot_source", "tree_hash", "unpack_s
 ALWAYS_IGNORED_DIRS = {".git", "__pycache__"}
 IGNORE_FILES = (".amlignore", ".gitignore")
 _RACY_NS = 2_000_000_000  # files modified this close to the scan are not trusted to the stat cache
+_CACHE_FORMAT = 2  # 1: [size, mtime_ns, sha256] (could not see a same-size edit with its mtime set back)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +104,18 @@ def select_files(source_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path
                 verdict = result.include
         return verdict
 
+    real_root = os.path.realpath(root)
+
+    def check_link(path: pathlib.Path) -> None:
+        """Refuse a symlink whose target (followed to the end) is not inside the source directory."""
+        target = os.path.realpath(path)
+        if os.path.commonpath([real_root, target]) != real_root:
+            raise WorkspaceError(
+                f"symbolic link {str(path)!r} in source directory {str(root)!r} leads to {target!r}, outside "
+                "the source directory: a snapshot holds the folder's own files only. Copy what the step needs "
+                "into the folder, pass it as an input, or list the link in .amlignore"
+            )
+
     selected = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = pathlib.Path(dirpath)
@@ -110,11 +132,22 @@ def select_files(source_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path
         dirnames[:] = sorted(
             d for d in dirnames if d not in ALWAYS_IGNORED_DIRS and not ignored(prefix + d, True)
         )
+        for d in dirnames:  # os.walk does not enter symlinked directories; one that leads out is refused
+            if os.path.islink(here / d):
+                check_link(here / d)
         for name in filenames:
             if name.endswith(".pyc") or ignored(prefix + name, False):
                 continue
             path = here / name
-            if path.is_file():
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue  # vanished since the listing
+            if stat.S_ISLNK(mode):
+                check_link(path)
+                if path.is_file():
+                    selected.append((prefix + name, path))
+            elif stat.S_ISREG(mode):
                 selected.append((prefix + name, path))
     selected.sort(key=lambda item: item[0])
     return selected
@@ -142,7 +175,7 @@ class _StatCache:
         self.dirty = False
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            if doc.get("format") == 1 and isinstance(doc.get("files"), dict):
+            if doc.get("format") == _CACHE_FORMAT and isinstance(doc.get("files"), dict):
                 self.entries = doc["files"]
         except (OSError, ValueError, AttributeError):
             self.entries = {}
@@ -157,23 +190,31 @@ class _StatCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"format": 1, "files": self.entries}, fh, separators=(",", ":"))
+                json.dump({"format": _CACHE_FORMAT, "files": self.entries}, fh, separators=(",", ":"))
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written only costs time
 
 
-def _hash_files(pairs: list[tuple[str, pathlib.Path]], cache: _StatCache | None) -> dict[str, dict]:
+def _fingerprint(st: os.stat_result) -> list[int]:
+    """What the stat cache compares: [size, mtime_ns, inode, ctime_ns]."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _hash_files(
+    pairs: list[tuple[str, pathlib.Path]], cache: _StatCache | None, trust_cache: bool = True
+) -> dict[str, dict]:
+    """{rel: {size, sha256}}; files whose fingerprint the cache knows are not read (unless not ``trust_cache``)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    scan_ns = time.time_ns()
+    scan_ns = time.time_ns()  # taken before any stat: a change after it gets a later ctime
     out: dict[str, dict] = {}
     todo: list[tuple[str, pathlib.Path, os.stat_result]] = []
     for rel, path in pairs:
         st = path.stat()
-        hit = cache.entries.get(rel) if cache is not None else None
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            out[rel] = {"size": st.st_size, "sha256": hit[2]}
+        hit = cache.entries.get(rel) if cache is not None and trust_cache else None
+        if hit and len(hit) == 5 and hit[:4] == _fingerprint(st):
+            out[rel] = {"size": st.st_size, "sha256": hit[4]}
         else:
             todo.append((rel, path, st))
     if todo:
@@ -181,8 +222,12 @@ def _hash_files(pairs: list[tuple[str, pathlib.Path]], cache: _StatCache | None)
             digests = list(pool.map(lambda item: hash_file(item[1]), todo))
         for (rel, _, st), sha in zip(todo, digests, strict=True):
             out[rel] = {"size": st.st_size, "sha256": sha}
-            if cache is not None and st.st_mtime_ns < scan_ns - _RACY_NS:
-                cache.entries[rel] = [st.st_size, st.st_mtime_ns, sha]
+            if cache is None:
+                continue
+            if max(st.st_mtime_ns, st.st_ctime_ns) < scan_ns - _RACY_NS:
+                cache.entries[rel] = [*_fingerprint(st), sha]
+                cache.dirty = True
+            elif cache.entries.pop(rel, None) is not None:  # racily clean: never trusted, hashed next time
                 cache.dirty = True
     return {rel: out[rel] for rel, _ in pairs}
 
@@ -232,15 +277,17 @@ def snapshot_source(
     hash_paths: list[str] | None = None,
     cache_dir: str | pathlib.Path | None = None,
     git: bool = True,
+    trust_cache: bool = True,
 ) -> Snapshot:
-    """Snapshot ``source_dir`` into ``datastore`` (uploaded only if that content is not there yet)."""
+    """Snapshot ``source_dir`` into ``datastore`` (uploaded only if that content is not there yet).
+    ``trust_cache=False`` reads and hashes every file (the stat cache is only refreshed)."""
     source = pathlib.Path(source_dir)
     pairs = select_files(source)
     if not pairs:
         raise WorkspaceError(f"source directory {str(source)!r} has no file to snapshot (all ignored?)")
     cache = _StatCache(pathlib.Path(cache_dir) if cache_dir else default_cache_dir(), source)
     try:
-        files = _hash_files(pairs, cache)
+        files = _hash_files(pairs, cache, trust_cache)
     except OSError as exc:
         raise WorkspaceError(f"cannot read the source directory {str(source)!r}: {exc}") from exc
     cache.save(set(files))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,21 @@ def test_render_invalid(args, monkeypatch):
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "1 problem in missing_image.yaml" in result.output
+
+
+def test_validate_refuses_an_alias_bomb_at_once(tmp_path):
+    bomb = (ROOT / "tests" / "spec" / "invalid" / "alias_bomb.yaml").read_text()
+    (tmp_path / "bomb.yaml").write_text(bomb.replace("../fixtures/src", "."))
+    base = (ROOT / "tests" / "spec" / "fixtures" / "base.yaml").read_text()
+    (tmp_path / "good.yaml").write_text(base.replace("../fixtures/src", "."))
+    (tmp_path / "main.py").write_text("")
+    started = time.perf_counter()
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 5, elapsed  # a few ms here; generous for a busy machine
+    assert result.exit_code == 1
+    assert f"1 problem in {tmp_path / 'bomb.yaml'}" in result.output
+    assert (f"{tmp_path / 'bomb.yaml'}:7: YAML aliases expand the value on this line to 597,871 values, more than "
+            "the 100,000 that aliases may add to a definition") in " ".join(result.output.split())
+    assert "1 valid, 1 invalid" in result.output
+    assert "Traceback" not in result.output

@@ -74,3 +74,49 @@ def test_dag_processor_stores_one_import_error(folder, tmp_path):
               if e["bundle_name"] == "dags-folder"]
     assert [e["filepath"] for e in errors] == ["broken.py"]
     check_error(errors[0]["error"], folder)
+
+
+def test_source_directory_outside_the_dags_folder_fails_alone(folder, tmp_path):
+    """The factory judges source directories against the DAG file's folder (the DAGs folder): a definition
+    next to its stub that names ``../outside`` fails alone, although that folder exists and holds the
+    scripts."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("prep.py", "train.py"):
+        (outside / name).write_text("print('not the DAGs folder')\n")
+    escape = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: escape_pipeline").replace(
+        "source_directory: ../src/quickstart", "source_directory: ../outside")
+    (folder / "escape.yaml").write_text(escape)
+    (folder / "escape.py").write_text('from airflow_mlpipe.factory import load_dag\n\ndag = load_dag(__file__, "escape.yaml")\n')
+    bag = DagBag(dag_folder=str(folder))
+    assert sorted(bag.dag_ids) == ["mlpipe_quickstart", "second_pipeline"]
+    assert sorted(bag.import_errors) == [str(folder / "broken.py"), str(folder / "escape.py")]
+    message = bag.import_errors[str(folder / "escape.py")]
+    line = escape.splitlines().index("    source_directory: ../outside") + 1
+    assert (f"{folder / 'escape.yaml'}:{line}: steps.prep.source_directory: source directory '../outside' is "
+            f"outside the definitions folder {folder.resolve()} (it resolves to {outside.resolve()})") in message, message
+
+
+def test_an_alias_bomb_fails_alone_and_at_once(folder):
+    """A billion-laughs definition is an import error of its own stub, found in well under a second; the
+    other pipelines load (the DagBag would otherwise hang and grow to gigabytes)."""
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    lines = QUICKSTART.splitlines()
+    bomb = ["x-lol1: &a [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"x-lol{i + 1}: &{c} [{', '.join([f'*{p}'] * 9)}]" for i, (p, c) in enumerate(zip("abcdefgh", "bcdefghi"))]
+    text = "\n".join([*bomb, *lines]) + "\n"
+    (folder / "pipelines" / "broken.yaml").write_text(text.replace("mlpipe_quickstart", "bomb_pipeline"))
+    started = time.perf_counter()
+    bag = DagBag(dag_folder=str(folder))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 30, elapsed  # the whole folder; the bomb itself is refused in about a millisecond
+    assert sorted(bag.dag_ids) == ["mlpipe_quickstart", "second_pipeline"]
+    assert list(bag.import_errors) == [str(folder / "broken.py")]
+    message = bag.import_errors[str(folder / "broken.py")]
+    assert (f"{folder / 'pipelines' / 'broken.yaml'}:6: YAML aliases expand the value on this line to 597,871 "
+            "values, more than the 100,000 that aliases may add to a definition") in message, message

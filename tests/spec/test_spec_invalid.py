@@ -14,6 +14,7 @@ HERE = Path(__file__).parent
 INVALID = HERE / "invalid"
 
 EXPECTED = {
+    "alias_bomb.yaml": "alias_bomb.yaml:7: YAML aliases expand the value on this line to 597,871 values, more than the 100,000 that aliases may add to a definition",
     "absolute_script.yaml": "absolute_script.yaml:21: steps.train.script: script '/usr/bin/main.py' must be a path relative to source_directory, without '..'",
     "after_unknown.yaml": "after_unknown.yaml:22: steps.train.after.0: unknown step 'prepp' (did you mean 'prep'?)",
     "bad_cron.yaml": "bad_cron.yaml:3: schedule: invalid cron expression '0 6 * *': expected 5 fields 'minute hour day month weekday' (e.g. '0 6 * * 1') or a preset such",
@@ -46,6 +47,8 @@ EXPECTED = {
     "reserved_param.yaml": "reserved_param.yaml:12: params.regenerate_outputs: 'regenerate_outputs' is reserved: the pipeline adds this param itself; pick another name",
     "script_missing.yaml": "script_missing.yaml:21: steps.train.script: script 'missing.py' not found in source directory '../fixtures/src'",
     "self_reference.yaml": "self_reference.yaml:25: steps.train.inputs.table: a step cannot read its own output",
+    "source_dir_absolute.yaml": "source_dir_absolute.yaml:22: steps.train.source_directory: source directory '/etc' is outside the definitions folder",
+    "source_dir_escape.yaml": "source_dir_escape.yaml:22: steps.train.source_directory: source directory '../../..' is outside the definitions folder",
     "source_dir_missing.yaml": "source_dir_missing.yaml:22: steps.train.source_directory: source directory '../fixtures/nowhere' not found",
     "steps_ref_in_arguments.yaml": "steps_ref_in_arguments.yaml:23: steps.train.arguments.1: ${steps.prep.outputs.table} cannot be used here: declare it as an input of step 'train'",
     "top_level_list.yaml": "top_level_list.yaml:2: expected a mapping at the top level (pipeline, steps, ...), got a list",
@@ -174,3 +177,45 @@ def test_empty_file(tmp_path):
     (tmp_path / "empty.yaml").write_text("# nothing\n")
     with pytest.raises(DefinitionError, match="the file is empty"):
         load_pipeline(tmp_path / "empty.yaml")
+
+
+def test_source_directory_outside_the_definitions_folder_names_both(monkeypatch):
+    monkeypatch.chdir(INVALID)
+    with pytest.raises(DefinitionError) as info:
+        load_pipeline("source_dir_escape.yaml")
+    message = info.value.problems[0].message
+    root = HERE.resolve()  # the folder above the definition's folder (no DAG file names another)
+    assert f"outside the definitions folder {root} " in message
+    assert f"(it resolves to {HERE.resolve().parents[1]})" in message
+    assert message.endswith("a definition may only snapshot code inside that folder; move the code there and "
+                            "name it relative to the definition")
+
+
+def test_symlinked_source_directory_must_stay_inside(tmp_path):
+    """A source_directory is judged on its real path: a symlink inside the folder that leads out is refused;
+    one that stays inside is fine."""
+    root = tmp_path / "dags"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "src" / "app" / "main.py").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "main.py").write_text("")
+    (root / "src" / "inside").symlink_to(root / "src" / "app", target_is_directory=True)
+    (root / "src" / "outside").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    base = (HERE / "fixtures" / "base.yaml").read_text()
+    good = base.replace("../fixtures/src", "../src/inside")
+    assert len(load_pipelines_text(good, "p.yaml", base_dir=root / "pipelines").steps) == 2
+    bad = _defective(("    source_directory: ../fixtures/src\n    arguments: [\"--data\"",
+                      "    source_directory: ../src/outside\n    arguments: [\"--data\""))
+    bad = bad.replace("../fixtures/src", "../src/inside")
+    with pytest.raises(DefinitionError) as info:
+        load_pipelines_text(bad, "p.yaml", base_dir=root / "pipelines")
+    assert [str(p) for p in info.value.problems] == [
+        f"p.yaml:22: steps.train.source_directory: source directory '../src/outside' leads outside the definitions "
+        f"folder {root.resolve()} through a symbolic link (its real path is {(tmp_path / 'elsewhere').resolve()}): "
+        "a definition may only snapshot code inside that folder; move the code there and name it relative to "
+        "the definition"
+    ]
+    # an explicit root (the factory passes the DAG file's folder) is what the path is judged against
+    with pytest.raises(DefinitionError, match="outside the definitions folder"):
+        load_pipelines_text(good, "p.yaml", base_dir=root / "pipelines", root=root / "pipelines")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import time
 
 import yaml
@@ -119,3 +122,66 @@ def test_timing_of_a_200_step_definition(tmp_path, capsys):
             f"\n200 steps ({len(text.splitlines())} lines, best of 3): plain {_Loader.__name__} {plain:.1f} ms, "
             f"with line numbers {lines:.1f} ms, load + full validation {full:.1f} ms"
         )
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """Billion laughs: each level is a list of ``width`` aliases of the level below (width**levels values)."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_at_once():
+    """Run in a child process with 2 GiB of address space and a time limit, so a loader that expands
+    the aliases fails this test instead of taking the machine down."""
+    probe = (
+        "import json, resource, sys, time\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from airflow_mlpipe.spec.loader import load_yaml\n"
+        "text = sys.stdin.read()\n"
+        "t0 = time.perf_counter()\n"
+        "doc = load_yaml(text)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t0, 'data': doc.data is None, 'problems': doc.problems}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], input=alias_bomb(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["seconds"] < 5, out  # about a millisecond here; generous for a busy machine
+    assert out["data"] is True
+    [(line, path, message)] = out["problems"]
+    # l0..l4 add 90 + 819 + 7,380 + 66,429 values; l5 (line 6) is the first to pass the limit
+    assert line == 6 and path == []
+    assert message == (
+        "YAML aliases expand the value on this line to 597,871 values, more than the 100,000 that aliases may "
+        "add to a definition (a 'billion laughs' alias bomb?): write the values out, or use fewer and smaller aliases"
+    )
+
+
+def test_aliases_up_to_the_limit_load():
+    base = "a: &a [" + ", ".join(["x"] * 999) + "]\n"  # 1,000 values
+    under = load_yaml(base + "b: [" + ", ".join(["*a"] * 100) + "]\n")  # aliases add 100,000
+    assert under.problems == [] and len(under.data["b"]) == 100 and under.data["b"][99] == ["x"] * 999
+    over = load_yaml(base + "b: [" + ", ".join(["*a"] * 101) + "]\n")
+    assert [(line, msg.split(",", 1)[0]) for line, _, msg in over.problems] == [
+        (2, "YAML aliases expand the value on this line to 101")
+    ]
+    assert over.data is None
+
+
+def test_aliases_in_every_step_are_fine(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("")
+    text = generate(200).replace("    resources: {cpu: 1, memory: 1g}\n", "    resources: &res {cpu: 1, memory: 1g}\n", 1)
+    text = text.replace("    resources: {cpu: 1, memory: 1g}\n", "    resources: *res\n")
+    assert text.count("*res") == 199
+    spec = load_pipelines_text(text, "big.yaml", base_dir=tmp_path, root=tmp_path)
+    assert spec.steps["step_199"].resources == spec.steps["step_0"].resources
+
+
+def test_deep_nesting_is_a_problem_not_a_crash():
+    deep = load_yaml("a: " + "{a: " * 900 + "1" + "}" * 900 + "\n")
+    [(line, _, message)] = deep.problems
+    assert line == 1 and deep.data is None
+    assert message.startswith("values nested more than 100 levels deep")
+    assert load_yaml("a: " + "[" * 99 + "]" * 99 + "\n").problems == []

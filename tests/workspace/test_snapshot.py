@@ -18,6 +18,13 @@ def rels(root):
     return [rel for rel, _ in select_files(root)]
 
 
+def trust_fresh_files(monkeypatch):
+    """Files a test has just written have a ctime of now, which no tool can set back, so the stat cache
+    would not trust them for ``_RACY_NS`` (2 s). Timestamps here have ns resolution and nothing writes
+    the files behind the test's back: trust them at once, so a test can check what the cache keeps."""
+    monkeypatch.setattr(snapmod, "_RACY_NS", 0)
+
+
 def test_gitignore_and_always_ignored(tmp_path):
     make_tree(tmp_path, {
         ".gitignore": "*.log\nbuild/\n!keep.log\n",
@@ -91,11 +98,7 @@ def test_stat_cache_avoids_rehashing(tmp_path, monkeypatch):
 
     ds = LocalDatastore(tmp_path / "ws")
     src = make_tree(tmp_path / "src", {f"f{i}.txt": str(i) for i in range(20)})
-    old = 1_600_000_000
-    for path in src.iterdir():  # old mtimes: not "racily clean"
-        import os
-
-        os.utime(path, (old, old))
+    trust_fresh_files(monkeypatch)
     calls = []
     real = snapmod.hash_file
     monkeypatch.setattr(snapmod, "hash_file", lambda p: calls.append(p) or real(p))
@@ -141,3 +144,151 @@ def test_empty_source_is_an_error(workspace, tmp_path):
     make_tree(tmp_path / "s", {".amlignore": "*\n"})
     with pytest.raises(WorkspaceError, match="no file"):
         snapshot_source(workspace.datastore, tmp_path / "s", git=False)
+
+
+def _age(path, seconds_ago: float = 3600.0) -> int:
+    """Give ``path`` an mtime well in the past (not "racily clean"); return it in ns."""
+    import os
+    import time
+
+    old = time.time_ns() - int(seconds_ago * 1e9)
+    os.utime(path, ns=(old, old))
+    return old
+
+
+def test_same_size_same_mtime_edit_is_seen(tmp_path, monkeypatch):
+    """A timestamp-preserving rewrite (same size, mtime set back, as rsync -t / cp -p / some editors do)
+    is not served from the hash cache: the fingerprint holds the inode and ctime too."""
+    import os
+
+    from airflow_mlpipe.workspace.datastore import LocalDatastore
+
+    ds = LocalDatastore(tmp_path / "ws")
+    src = make_tree(tmp_path / "src", {"train.py": "VALUE = 1\n", "util.py": "U = 0\n"})
+    for path in src.iterdir():
+        _age(path)
+    trust_fresh_files(monkeypatch)
+    calls = []
+    real = snapmod.hash_file
+    monkeypatch.setattr(snapmod, "hash_file", lambda p: calls.append(p.name) or real(p))
+    cache = tmp_path / "cache"
+    first = snapshot_source(ds, src, git=False, cache_dir=cache)
+    calls.clear()
+    assert snapshot_source(ds, src, git=False, cache_dir=cache).sha256 == first.sha256
+    assert calls == []  # served from the cache
+    before = os.stat(src / "train.py")
+    (src / "train.py").write_text("VALUE = 2\n")  # same size
+    os.utime(src / "train.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(src / "train.py")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    second = snapshot_source(ds, src, git=False, cache_dir=cache)
+    assert second.sha256 != first.sha256
+    assert second.files["train.py"]["sha256"] == snapmod.hash_file(src / "train.py")
+    # a rename over the file (new inode) with size and mtime of the old one is seen as well
+    (tmp_path / "other.py").write_text("VALUE = 3\n")
+    os.utime(tmp_path / "other.py", ns=(after.st_atime_ns, after.st_mtime_ns))
+    os.replace(tmp_path / "other.py", src / "train.py")
+    third = snapshot_source(ds, src, git=False, cache_dir=cache)
+    assert third.files["train.py"]["sha256"] == snapmod.hash_file(src / "train.py") != second.files["train.py"]["sha256"]
+
+
+def test_racily_clean_files_are_not_trusted(tmp_path, monkeypatch):
+    """A file whose mtime or ctime is within _RACY_NS of the scan is hashed, never remembered: an edit
+    right after the hash (inside the filesystem's timestamp granularity) cannot be served stale."""
+    import os
+
+    from airflow_mlpipe.workspace.datastore import LocalDatastore
+
+    ds = LocalDatastore(tmp_path / "ws")
+    src = make_tree(tmp_path / "src", {"fresh.py": "A = 1\n", "old.py": "B = 1\n"})
+    _age(src / "old.py")  # an old mtime, but its ctime is now
+    calls = []
+    real = snapmod.hash_file
+    monkeypatch.setattr(snapmod, "hash_file", lambda p: calls.append(p.name) or real(p))
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        calls.clear()
+        snapshot_source(ds, src, git=False, cache_dir=cache)
+        assert sorted(calls) == ["fresh.py", "old.py"]
+    assert not snapmod._StatCache(cache, src).entries
+    # modified right after it was hashed, same size, mtime set back: hashed again, the new content seen
+    st = os.stat(src / "old.py")
+    (src / "old.py").write_text("B = 2\n")
+    os.utime(src / "old.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    snap = snapshot_source(ds, src, git=False, cache_dir=cache)
+    assert snap.files["old.py"]["sha256"] == real(src / "old.py")
+
+
+def test_trust_cache_false_rehashes_everything(tmp_path, monkeypatch):
+    from airflow_mlpipe.workspace.core import Workspace
+    from airflow_mlpipe.workspace.datastore import LocalDatastore
+
+    ws = Workspace(LocalDatastore(tmp_path / "ws"))
+    src = make_tree(tmp_path / "src", {f"f{i}.txt": str(i) for i in range(5)})
+    trust_fresh_files(monkeypatch)
+    cache = tmp_path / "cache"
+    first = ws.snapshot(src, git=False, cache_dir=cache)
+    calls = []
+    real = snapmod.hash_file
+    monkeypatch.setattr(snapmod, "hash_file", lambda p: calls.append(p.name) or real(p))
+    assert ws.snapshot(src, git=False, cache_dir=cache).sha256 == first.sha256
+    assert calls == []
+    assert ws.snapshot(src, git=False, cache_dir=cache, trust_cache=False).sha256 == first.sha256
+    assert sorted(calls) == [f"f{i}.txt" for i in range(5)]
+
+
+def test_hash_cache_of_an_older_format_is_ignored(tmp_path, monkeypatch):
+    import json
+
+    from airflow_mlpipe.workspace.datastore import LocalDatastore
+
+    ds = LocalDatastore(tmp_path / "ws")
+    src = make_tree(tmp_path / "src", {"a.py": "A = 1\n"})
+    mtime = _age(src / "a.py")
+    trust_fresh_files(monkeypatch)
+    cache = tmp_path / "cache"
+    stale = snapmod._StatCache(cache, src)
+    stale.path.parent.mkdir(parents=True, exist_ok=True)
+    # a format-1 cache (size + mtime only) that claims an old hash for the file
+    stale.path.write_text(json.dumps({"format": 1, "files": {"a.py": [6, mtime, "0" * 64]}}))
+    snap = snapshot_source(ds, src, git=False, cache_dir=cache)
+    assert snap.files["a.py"]["sha256"] == snapmod.hash_file(src / "a.py")
+
+
+def test_symlinks_leading_out_of_the_source_folder_are_refused(tmp_path):
+    import os
+
+    outside = make_tree(tmp_path / "outside", {"secret.txt": "s", "d/x.txt": "x"})
+    src = make_tree(tmp_path / "src", {"train.py": "print(1)"})
+    (src / "leak.txt").symlink_to(outside / "secret.txt")
+    with pytest.raises(WorkspaceError) as info:
+        select_files(src)
+    message = str(info.value)
+    assert str(src / "leak.txt") in message and str(outside / "secret.txt") in message
+    assert "outside the source directory" in message and ".amlignore" in message
+    (src / "leak.txt").unlink()
+    # a relative link that climbs out, and a link to a directory outside
+    os.symlink("../outside/secret.txt", src / "rel.txt")
+    with pytest.raises(WorkspaceError, match="rel.txt"):
+        select_files(src)
+    (src / "rel.txt").unlink()
+    (src / "pkg").mkdir()
+    (src / "pkg" / "data").symlink_to(outside / "d", target_is_directory=True)
+    with pytest.raises(WorkspaceError) as info:
+        select_files(src)
+    assert str(src / "pkg" / "data") in str(info.value) and str(outside / "d") in str(info.value)
+    # ignored, it is not part of the snapshot: no complaint
+    (src / ".amlignore").write_text("pkg/data\n")
+    assert rels(src) == [".amlignore", "train.py"]
+
+
+def test_symlinks_inside_the_source_folder_keep_working(workspace, tmp_path):
+    real = make_tree(tmp_path / "real", {"train.py": "print(1)", "lib/u.py": "U = 1", "conf/a.yaml": "a: 1"})
+    (real / "u_link.py").symlink_to(real / "lib" / "u.py")  # followed: the file's content is snapshotted
+    (real / "conf_link").symlink_to("conf", target_is_directory=True)  # not entered, as before
+    assert rels(real) == ["conf/a.yaml", "lib/u.py", "train.py", "u_link.py"]
+    # a hand-written operator may name a folder through a symlink: links are judged against its real path
+    alias = tmp_path / "alias"
+    alias.symlink_to(real, target_is_directory=True)
+    snap = snapshot_source(workspace.datastore, alias, git=False)
+    assert snap.files["u_link.py"] == snap.files["lib/u.py"]
