@@ -18,9 +18,10 @@ never build the same one twice.
 What the step cache key holds is what was really built, probed once in the new venv and kept in its
 marker: ``identity = {"python": <real path of the base interpreter>, "python_version": "3.11.7",
 "packages": ["name==version", ...]}`` (``venv_identity``). The marker also keeps a ``fingerprint``
-(size and mtime of the interpreter, mtime of each ``sys.path`` directory): while it matches, reading
-the identity is one small file read and a few ``stat`` calls; when it does not (a package installed
-into the venv, the interpreter upgraded in place) the venv is probed again and the marker rewritten.
+(size and mtime of the interpreter file; per ``sys.path`` directory, the names of its package metadata
+entries): while it matches, reading the identity is one small file read, a ``stat`` and a few
+``listdir`` calls; when it does not (a package installed into the venv, the interpreter upgraded in
+place) the venv is probed again and the marker rewritten.
 """
 
 from __future__ import annotations
