@@ -8,12 +8,18 @@ log line as it is produced (stdout and stderr, in order of arrival, without the 
 and returns the exit code (0 success; 128+N when a signal N ended it). ``kill()`` may be called
 from another thread at any time, any number of times; the ``run`` in progress then returns soon.
 A ``timeout`` in the request makes ``run`` kill the step and raise ``StepTimedOut``.
+
+``identity(request)`` describes, as plain JSON, what the step cache key must hold about where and with
+what the step runs: ``{"environment": {...}, "compute": {...}}`` (docs/reuse.md "Key components"). It
+is cheap (it runs on every cache hit: no subprocess, at most one Engine API call), and the same
+instance then runs the step with exactly what it described.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import importlib
 import re
 import threading
@@ -110,6 +116,26 @@ class ComputeTarget(abc.ABC):
     def killed(self) -> bool:
         return self._kill_requested.is_set()
 
+    def identity(self, request: StepRequest, on_log: LogCallback | None = None) -> dict[str, Any]:
+        """What the cache key holds about this target and the step's environment (plain JSON).
+
+        Targets describe themselves precisely (what reaches the step process in, resources and placement
+        out); this default, for a target that does not, keeps its whole config and the request's
+        environment fields: it may miss more often than needed, never reuse what it should not."""
+        from airflow_mlpipe.compute.venvs import normalise_requirements, requirements_digest
+
+        config = {k: v for k, v in sorted(self.config.items()) if k != "name"}
+        return {
+            "environment": {
+                "python": request.python,
+                "image": request.image,
+                "requirements": normalise_requirements(request.requirements),
+                "requirements_file": requirements_digest(request.requirements_file),
+                "env": env_identity(request.env),
+            },
+            "compute": {"type": self.type_name, "config": config},
+        }
+
 
 # -- registry ----------------------------------------------------------------------------------
 _REGISTRY: dict[str, type[ComputeTarget] | str] = {
@@ -146,6 +172,15 @@ def get_target(type_name: str, config: dict[str, Any] | None = None) -> ComputeT
 
 
 # -- helpers shared by the targets ----------------------------------------------------------------
+def env_identity(env: dict[str, str]) -> dict[str, str]:
+    """Environment variables as the cache key holds them: each value as a short digest of name and
+    value (values may be secrets: they never land in cache entries or run records in clear)."""
+    return {
+        str(name): hashlib.sha256(f"{name}\0{value}".encode()).hexdigest()[:16]
+        for name, value in sorted(env.items())
+    }
+
+
 class LineSplitter:
     """Turns byte chunks into complete text lines (``\\n``; ``\\r\\n`` trimmed); ``close`` flushes."""
 

@@ -15,6 +15,13 @@ A ``file://`` workspace is bind-mounted at the same path in the container, so th
 ``local_path`` works inside as outside. ``request.workdir`` (a prepared directory on the worker) is
 bind-mounted the same way and used as the container's working directory; otherwise the working
 directory is ``/mlpipe/work`` inside the container.
+
+Identity (cache key): the image reference and the ID it resolves to when the step is planned (one
+Engine API call; over a unix socket a plain HTTP GET, so no client version negotiation, which costs
+podman about 2 s), the python command, the container env (the compute's ``env`` under the request's;
+values as digests), ``mounts`` and ``user``. The step then runs that image ID, so a tag moved in
+between cannot run something else than the key says. Network, resources, pull policy and timeouts
+stay out.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import urllib.parse
 import uuid
@@ -33,6 +41,7 @@ from airflow_mlpipe.compute.base import (
     LogCallback,
     StepRequest,
     StepTimedOut,
+    env_identity,
     parse_cpu,
     parse_memory,
     start_timeout,
@@ -74,6 +83,7 @@ class DockerTarget(ComputeTarget):
         self._lock = threading.Lock()
         self._container: Any = None
         self._stopping = False
+        self._image_ids: dict[str, str] = {}  # image reference -> ID resolved by identity()
 
     def _client(self) -> Any:
         try:
@@ -90,6 +100,69 @@ class DockerTarget(ComputeTarget):
                 f"cannot reach the Docker Engine at {base_url or 'the default socket'}: {exc}; set the compute's "
                 "'docker_url' (or DOCKER_HOST); on machines without Docker run scripts/setup_podman.sh"
             ) from exc
+
+    def _base_url(self) -> str:
+        return str(self.config.get("docker_url") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+
+    def _inspect_over_socket(self, image: str) -> str | None:
+        """The ID of ``image`` by one ``GET /images/<ref>/json`` on the Engine's unix socket (unversioned
+        path: the engine's own API version); None if it is absent or the engine is not a unix socket."""
+        import http.client
+
+        base_url = self._base_url()
+        if not base_url.startswith("unix://"):
+            return None
+        path, timeout = base_url[len("unix://"):], float(self.config.get("timeout", 120))
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(path)
+
+        conn = UnixConnection("localhost", timeout=timeout)
+        try:
+            conn.request("GET", f"/images/{urllib.parse.quote(image, safe='/:')}/json")
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise ComputeError(
+                f"cannot reach the Docker Engine at {base_url}: {exc}; set the compute's 'docker_url' (or "
+                "DOCKER_HOST); on machines without Docker run scripts/setup_podman.sh"
+            ) from exc
+        finally:
+            conn.close()
+        if response.status == 404:
+            return None
+        try:
+            return str(json.loads(body)["Id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ComputeError(f"docker compute: cannot inspect image {image!r} at {base_url}: HTTP "
+                               f"{response.status} {body[:300]!r}") from exc
+
+    def image_id(self, image: str) -> str:
+        """The ID ``image`` names now (pulled first if absent, as ``run`` would); ``run`` then uses it."""
+        found = self._inspect_over_socket(image)
+        if found is None:
+            client = self._client()
+            try:
+                found = str(self._ensure_image(client, image).id)
+            finally:
+                client.close()
+        self._image_ids[image] = found
+        return found
+
+    def identity(self, request: StepRequest, on_log: LogCallback | None = None) -> dict[str, Any]:
+        if not request.image:
+            raise ComputeError(f"step {request.step!r} runs on docker compute but its environment names no image")
+        env = {str(k): str(v) for k, v in (self.config.get("env") or {}).items()}
+        env.update(request.env)
+        return {
+            "environment": {"image": request.image, "image_id": self.image_id(request.image),
+                            "python": container_python(request, self.config), "env": env_identity(env)},
+            "compute": {"type": self.type_name, "mounts": [str(m) for m in self.config.get("mounts") or []],
+                        "user": self.config.get("user")},
+        }
 
     def container_spec(self, request: StepRequest) -> dict[str, Any]:
         """Keyword arguments for ``client.containers.create`` (no Engine call; unit-testable)."""
@@ -155,12 +228,11 @@ class DockerTarget(ComputeTarget):
                 spec[key] = self.config[key]
         return spec
 
-    def _ensure_image(self, client: Any, image: str) -> None:
+    def _ensure_image(self, client: Any, image: str) -> Any:
         import docker.errors
 
         try:
-            client.images.get(image)
-            return
+            return client.images.get(image)
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as exc:
@@ -168,7 +240,7 @@ class DockerTarget(ComputeTarget):
         if self.config.get("pull", "missing") == "never":
             raise ComputeError(f"docker compute: image {image!r} is not present and pull is 'never'; build or load it")
         try:
-            client.images.pull(image)
+            return client.images.pull(image)
         except Exception as exc:
             raise ComputeError(
                 f"docker compute: image {image!r} is not present and could not be pulled: {exc}; build it "
@@ -181,6 +253,7 @@ class DockerTarget(ComputeTarget):
         if self.killed:
             raise ComputeError(f"step {request.step!r} was killed before it started")
         spec = self.container_spec(request)
+        spec["image"] = self._image_ids.get(spec["image"], spec["image"])  # the image the key describes
         client = self._client()
         timed_out = threading.Event()
         timer: threading.Timer | None = None

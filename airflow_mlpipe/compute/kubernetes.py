@@ -16,6 +16,11 @@ Config keys: ``namespace`` (default ``default``), ``kubernetes_conn_id``, ``serv
 ``env_from_secrets`` (secret names exposed as env vars, e.g. S3 credentials), ``gpu_resource``
 (default ``nvidia.com/gpu``), ``python``, ``workspace_pvc``, ``startup_timeout`` (s, default 600),
 ``kill_grace`` (s, default 10), ``poll_interval`` (s, default 1), ``keep_pod`` (debugging).
+
+Identity (cache key): the image reference as written (no cluster or registry is asked: pin it with
+``@sha256:...`` so that it names one image; a tag may move), the python command, the env (values as
+digests), the ``env_from_secrets`` names and ``workspace_pvc``. Resources, placement, namespace,
+labels, service account, pull secrets and timeouts stay out.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from airflow_mlpipe.compute.base import (
     LogCallback,
     StepRequest,
     StepTimedOut,
+    env_identity,
     parse_cpu,
     parse_memory,
 )
@@ -184,6 +190,17 @@ class KubernetesTarget(ComputeTarget):
         self._api: Any = None
         self._pod: tuple[str, str] | None = None  # (namespace, name)
         self._deleted = False
+
+    def identity(self, request: StepRequest, on_log: LogCallback | None = None) -> dict[str, Any]:
+        """Built from the config and the request alone (no cluster contact)."""
+        if not request.image:
+            raise ComputeError(f"step {request.step!r} runs on kubernetes compute but its environment names no image")
+        return {
+            "environment": {"image": request.image, "python": container_python(request, self.config),
+                            "env": env_identity(request.env)},
+            "compute": {"type": self.type_name, "env_from_secrets": list(self.config.get("env_from_secrets") or []),
+                        "workspace_pvc": self.config.get("workspace_pvc")},
+        }
 
     def _core_v1(self) -> Any:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook

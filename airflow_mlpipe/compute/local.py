@@ -11,7 +11,11 @@
   settings, plus config ``inherit_env`` names), the request's ``env``, ``MLPIPE_CONTEXT``, and
   ``PYTHONPATH`` = the staged runtime (``runtime.bundle.stage_runtime``);
 - interpreter: a venv built once per environment hash (``venvs.ensure_venv``); config
-  ``isolated: false`` uses ``request.python`` directly instead (no venv).
+  ``isolated: false`` uses ``request.python`` directly instead (no venv);
+- identity (cache key): the interpreter's real path and version and the installed packages as the
+  venv's marker records them (``venvs.venv_identity``; ``interpreter_identity`` without a venv), the
+  request's env (values as digests) and the ``inherit_env`` names (their values come from the worker,
+  like PATH and HOME, and stay out).
 
 Config keys: ``venv_dir``, ``runtime_dir``, ``scratch_dir``, ``keep_scratch``, ``kill_grace``,
 ``inherit_env``, ``isolated``, ``use_uv``.
@@ -38,6 +42,7 @@ from airflow_mlpipe.compute.base import (
     LogCallback,
     StepRequest,
     StepTimedOut,
+    env_identity,
     exit_code_from_returncode,
     start_timeout,
 )
@@ -91,6 +96,21 @@ class LocalTarget(ComputeTarget):
             on_log=on_log,
         )
         return str(self.venv.python)
+
+    def identity(self, request: StepRequest, on_log: LogCallback | None = None) -> dict[str, Any]:
+        """The venv as built (built now if missing: the step needs it anyway), or the interpreter itself
+        with ``isolated: false``; read from a marker file on later calls, no subprocess."""
+        from airflow_mlpipe.compute.venvs import interpreter_identity, venv_identity
+
+        if self.config.get("isolated", True):
+            self.prepare_python(request, on_log)
+            environment = venv_identity(self.venv)
+        else:
+            environment = interpreter_identity(request.python, cache_dir=self.config.get("venv_dir"))
+        return {
+            "environment": {**environment, "env": env_identity(request.env)},
+            "compute": {"type": self.type_name, "inherit_env": sorted(self.config.get("inherit_env") or [])},
+        }
 
     def build_env(self, request: StepRequest, runtime_dir: pathlib.Path) -> dict[str, str]:
         names = list(INHERITED_ENV) + list(self.config.get("inherit_env") or [])

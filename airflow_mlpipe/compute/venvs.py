@@ -5,14 +5,23 @@ Layout (``MLPIPE_VENV_DIR``, default ``~/.cache/airflow_mlpipe/venvs``)::
     <hash>/              a ready environment (it has ``.mlpipe-env.json``, written last)
     <hash>.lock          fcntl lock: one builder at a time per hash, across processes
     .build-<hash>-<rnd>/ a build in progress (uv), renamed to <hash> when complete
+    .interpreters/<h>.json  identity of an interpreter used without a venv (``interpreter_identity``)
 
 The directory name (``venv_key``) covers the base interpreter (its real path on this worker), the
-sorted requirements and the content of the requirements file. ``environment_hash`` is the portable
-identity used by the step cache key (no worker paths: the compute target is not part of the key). With uv (``uv.find_uv_bin()`` or ``uv`` on PATH) the environment is made by
-``uv venv --relocatable`` in a temp dir and renamed into place atomically; without uv,
-``python -m venv`` + pip build it in place under the lock, and it counts only once its marker exists.
-Either way a reader never sees a half-built environment and two workers never build the same one
-twice.
+sorted requirements and the content of the requirements file, including the files it names with
+``-r``/``-c`` (recursively, by content: ``requirements_digest``). With uv (``uv.find_uv_bin()`` or
+``uv`` on PATH) the environment is made by ``uv venv --relocatable`` in a temp dir and renamed into
+place atomically; without uv, ``python -m venv`` + pip build it in place under the lock, and it counts
+only once its marker exists. Either way a reader never sees a half-built environment and two workers
+never build the same one twice.
+
+What the step cache key holds is what was really built, probed once in the new venv and kept in its
+marker: ``identity = {"python": <real path of the base interpreter>, "python_version": "3.11.7",
+"packages": ["name==version", ...]}`` (``venv_identity``). The marker also keeps a ``fingerprint``
+(size and mtime of the interpreter file; per ``sys.path`` directory, the names of its package metadata
+entries): while it matches, reading the identity is one small file read, a ``stat`` and a few
+``listdir`` calls; when it does not (a package installed into the venv, the interpreter upgraded in
+place) the venv is probed again and the marker rewritten.
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ import hashlib
 import json
 import os
 import pathlib
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from airflow_mlpipe.errors import ComputeError
@@ -41,7 +52,7 @@ MARKER = ".mlpipe-env.json"
 class Venv:
     path: pathlib.Path
     python: pathlib.Path
-    env_hash: str  # the venv_key (machine-specific), not the portable environment_hash
+    env_hash: str  # the venv_key: names the directory on this worker (not a portable identity)
     created: bool  # False: reused from the cache
     seconds: float
     backend: str  # "uv" | "pip" | "cached"
@@ -67,63 +78,87 @@ def find_uv() -> str | None:
     return shutil.which("uv")
 
 
-def resolve_python(python: str) -> pathlib.Path:
-    """Absolute real path of the base interpreter (``python3``, ``python3.11`` or a path)."""
+def find_python(python: str) -> str:
+    """The interpreter as the step would start it (``python3`` looked up on PATH, or a path)."""
     found = python if os.sep in python else shutil.which(python)
     if not found or not os.access(found, os.X_OK):
         raise ComputeError(
             f"python interpreter {python!r} not found on this worker (PATH={os.environ.get('PATH', '')!r}); "
             "install it or set the environment's 'python' to an existing interpreter"
         )
-    return pathlib.Path(os.path.realpath(found))
+    return os.path.abspath(found)
+
+
+def resolve_python(python: str) -> pathlib.Path:
+    """Absolute real path of the base interpreter (``python3``, ``python3.11`` or a path)."""
+    return pathlib.Path(os.path.realpath(find_python(python)))
 
 
 def normalise_requirements(requirements: Iterable[str]) -> list[str]:
     return sorted({r.strip() for r in requirements if r and r.strip()})
 
 
-def _file_digest(path: str | os.PathLike[str] | None) -> str | None:
+_NESTED_OPTION = re.compile(r"^(?:-r|-c|--requirement|--constraint)(?:=|\s+|(?<=-r)|(?<=-c))(.+)$")
+
+
+def _nested_references(text: str) -> list[str]:
+    """The files a requirements text names with ``-r``/``-c`` (pip's line syntax: comments, ``\\``
+    continuations, ``-rFILE``, ``-r FILE``, ``--requirement=FILE``)."""
+    names = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        match = _NESTED_OPTION.match(line)
+        if match:
+            try:
+                parts = shlex.split(match.group(1))
+            except ValueError:
+                parts = match.group(1).split()
+            if parts:
+                names.append(parts[0])
+    return names
+
+
+def requirements_digest(path: str | os.PathLike[str] | None) -> str | None:
+    """sha256 of a requirements file's content and, recursively, of every file it names with
+    ``-r``/``-c``/``--requirement``/``--constraint`` (relative to the file that names it, as pip reads
+    them). By content only: the same tree anywhere has the same digest. URLs count by their text."""
+
+    def digest(file: pathlib.Path, trail: tuple[pathlib.Path, ...]) -> bytes:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            named_by = f" (named in {trail[-1]})" if trail else ""
+            raise ComputeError(
+                f"cannot read the requirements file {str(file)!r}{named_by}: {exc.strerror or exc}; "
+                "fix the path (nested -r/-c paths are relative to the file that names them)"
+            ) from exc
+        outer = hashlib.sha256(data)
+        for name in _nested_references(data.decode("utf-8", errors="replace")):
+            if "://" in name:
+                continue  # a URL: its text is in ``data`` already
+            nested = pathlib.Path(os.path.expanduser(name))
+            nested = nested if nested.is_absolute() else file.parent / nested
+            real = pathlib.Path(os.path.realpath(nested))
+            if real in trail or real == pathlib.Path(os.path.realpath(file)):
+                outer.update(b"cycle\0")
+                continue
+            outer.update(b"\0" + digest(nested, (*trail, pathlib.Path(os.path.realpath(file)))))
+        return outer.digest()
+
     if not path:
         return None
-    try:
-        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise ComputeError(f"cannot read the requirements file {str(path)!r}: {exc}") from exc
-
-
-def environment_hash(
-    environment: Mapping[str, Any] | str,
-    requirements: Iterable[str] = (),
-    requirements_file: str | os.PathLike[str] | None = None,
-) -> str:
-    """The portable identity of an environment, for the step cache key: the same on every worker
-    and compute target (no paths of this machine in it).
-
-    ``environment`` is the pipeline's environment mapping (``python``, ``requirements``,
-    ``requirements_file``, ``image``, ``env``), or the python name with the other two arguments.
-    The requirements file counts by its content.
-    """
-    if isinstance(environment, str):
-        environment = {"python": environment, "requirements": list(requirements), "requirements_file": requirements_file}
-    doc = {
-        "python": str(environment.get("python") or "python3"),
-        "requirements": normalise_requirements(environment.get("requirements") or []),
-        "requirements_file": _file_digest(environment.get("requirements_file")),
-        "image": environment.get("image"),
-        "env": {str(k): str(v) for k, v in sorted((environment.get("env") or {}).items())},
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return digest(pathlib.Path(path), ()).hex()
 
 
 def venv_key(
     python: str, requirements: Iterable[str] = (), requirements_file: str | os.PathLike[str] | None = None
 ) -> str:
     """Names a venv directory on this worker: the interpreter's real path, the sorted requirements
-    and the requirements file's content."""
+    and the requirements file's content with the files it names (``requirements_digest``)."""
     doc = {
         "python": str(resolve_python(python)),
         "requirements": normalise_requirements(requirements),
-        "requirements_file": _file_digest(requirements_file),
+        "requirements_file": requirements_digest(requirements_file),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -134,6 +169,116 @@ def _venv_python(path: pathlib.Path) -> pathlib.Path:
 
 def _ready(path: pathlib.Path) -> bool:
     return (path / MARKER).is_file() and _venv_python(path).exists()
+
+
+# -- identity: what was really built --------------------------------------------------------------
+# Run with ``-I`` in the interpreter (or venv) to describe: its version, every installed distribution
+# (the first one on sys.path wins, as for an import) and the sys.path directories they come from.
+_PROBE = """
+import importlib.metadata as m, json, os, platform, re, sys
+found = {}
+for dist in m.distributions():
+    name = dist.metadata["Name"]
+    if name:
+        found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+print(json.dumps({"python_version": platform.python_version(),
+                  "packages": sorted(k + "==" + v for k, v in found.items()),
+                  "path": [p for p in sys.path if os.path.isdir(p)]}))
+"""
+_METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".pth")
+_IN_VENV = "{venv}/"
+
+
+def _probe(python: str, venv: pathlib.Path | None) -> tuple[dict[str, Any], list[str]]:
+    """(identity without "python", sys.path dirs; those inside ``venv`` written relative to it)."""
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    try:
+        proc = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, env=env,
+                              timeout=300, check=False)
+        doc = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
+        raise ComputeError(f"cannot describe the step environment of {python}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ComputeError(f"cannot describe the step environment of {python}: exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-2000:]}")
+    root = f"{os.path.realpath(venv)}{os.sep}" if venv is not None else None
+    dirs = []
+    for entry in doc["path"]:
+        real = os.path.realpath(entry)
+        dirs.append(_IN_VENV + real[len(root):] if root and real.startswith(root) else real)
+    return {"python_version": doc["python_version"], "packages": doc["packages"]}, dirs
+
+
+def _fingerprint(python_real: str, dirs: Iterable[str], venv: pathlib.Path | None) -> dict[str, Any]:
+    """Cheap evidence that a probe still holds: the interpreter file (size, mtime) and, per sys.path
+    directory, the names of its package metadata entries (``*.dist-info``...; a ``.pyc`` cache written
+    next to them does not count)."""
+    try:
+        st = os.stat(python_real)
+        doc: dict[str, Any] = {"python": [st.st_size, st.st_mtime_ns], "dirs": {}}
+    except OSError:
+        return {"python": None, "dirs": {}}
+    for stored in dirs:
+        path = venv / stored[len(_IN_VENV):] if venv is not None and stored.startswith(_IN_VENV) else pathlib.Path(stored)
+        try:
+            names = sorted(n for n in os.listdir(path) if n.endswith(_METADATA_SUFFIXES))
+        except OSError:
+            doc["dirs"][stored] = None
+            continue
+        doc["dirs"][stored] = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    return doc
+
+
+def _write_json(path: pathlib.Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _describe(python: str, python_real: str, venv: pathlib.Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    identity, dirs = _probe(python, venv)
+    return {"python": python_real, **identity}, _fingerprint(python_real, dirs, venv)
+
+
+def venv_identity(venv: Venv | str | os.PathLike[str]) -> dict[str, Any]:
+    """What a built venv really is: ``{"python", "python_version", "packages"}``, from its marker (one
+    file read and a few ``stat``); probed again, and the marker rewritten, only if its fingerprint
+    no longer matches (or the marker predates identities)."""
+    path = pathlib.Path(venv.path if isinstance(venv, Venv) else venv)
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError) as exc:
+        raise ComputeError(f"step environment {path} has no readable marker {MARKER}: {exc}; delete the "
+                           "directory so that it is built again") from exc
+    identity, fingerprint = marker.get("identity"), marker.get("fingerprint")
+    if isinstance(identity, dict) and isinstance(fingerprint, dict):
+        if _fingerprint(identity["python"], fingerprint.get("dirs") or {}, path) == fingerprint:
+            return identity
+    python_real = str(marker.get("python") or os.path.realpath(_venv_python(path)))
+    marker["identity"], marker["fingerprint"] = _describe(str(_venv_python(path)), python_real, path)
+    _write_json(path / MARKER, marker)
+    return marker["identity"]
+
+
+def interpreter_identity(python: str, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The identity of an interpreter used as it is (no venv; local ``isolated: false``): like
+    ``venv_identity``, kept in ``<cache_dir>/.interpreters/`` and probed again when its fingerprint moves."""
+    found = find_python(python)
+    python_real = os.path.realpath(found)
+    record = (pathlib.Path(cache_dir) if cache_dir else default_venv_dir()) / ".interpreters" / (
+        hashlib.sha256(found.encode()).hexdigest()[:24] + ".json")
+    try:
+        doc = json.loads(record.read_text())
+        if doc.get("identity", {}).get("python") == python_real and doc.get("fingerprint") == _fingerprint(
+                python_real, (doc.get("fingerprint") or {}).get("dirs") or {}, None):
+            return doc["identity"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    identity, fingerprint = _describe(found, python_real, None)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(record, {"interpreter": found, "identity": identity, "fingerprint": fingerprint})
+    return identity
 
 
 def _run(argv: list[str], on_log: Callable[[str], None] | None, env: dict[str, str] | None = None) -> None:
@@ -196,10 +341,10 @@ def ensure_venv(
 
 
 def _write_marker(path: pathlib.Path, marker: dict[str, Any], backend: str) -> None:
-    doc = dict(marker, backend=backend, created=time.time())
-    tmp = path / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path / MARKER)
+    """Probe the finished venv (its identity), then write the marker: the venv counts from now on."""
+    identity, fingerprint = _describe(str(_venv_python(path)), str(marker["python"]), path)
+    _write_json(path / MARKER, dict(marker, backend=backend, created=time.time(), identity=identity,
+                                    fingerprint=fingerprint))
 
 
 def _build_with_uv(

@@ -19,12 +19,13 @@ class StepPlan:
     run_id: str
     step: str
     snapshot: Any
-    env_hash: str
+    env_hash: str  # short identity of components["environment"], for the log
     argv: list[list[Any]]
     inputs: dict[str, dict[str, Any]]
     outputs: dict[str, dict[str, Any]]
     components: dict[str, Any]
     key: str
+    target: Any = None  # the compute target that described itself for the key; it runs the step
 
     def attempt_prefix(self, attempt: int) -> str:
         from airflow_mlpipe.workspace.runs import attempt_prefix
@@ -177,9 +178,19 @@ def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, A
     return _version_input(version, f"{prefix}{ref}")
 
 
+def runtime_identity() -> dict[str, str]:
+    """The provider's version and the digest of the runtime shipped into the step (once per process)."""
+    from airflow_mlpipe import __version__
+    from airflow_mlpipe.runtime.bundle import bundle_digest
+
+    return {"airflow_mlpipe": __version__, "bundle": bundle_digest()}
+
+
 def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
               used_values: Mapping[str, Any], *, regenerate: bool = False) -> StepPlan:
-    from airflow_mlpipe.compute.venvs import environment_hash
+    """Resolve inputs and arguments and build the cache key (docs/reuse.md "Key components"). The compute
+    target is built here: it describes the environment as it really is (``identity``) and runs the step."""
+    from airflow_mlpipe.compute import get_target
     from airflow_mlpipe.workspace.cache import cache_key
 
     for pname, ptype in op.param_types.items():
@@ -189,7 +200,8 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
     # git info: only if it runs; a forced recomputation rehashes every file (DESIGN.md section 5)
     snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False,
                            trust_cache=not regenerate and op.allow_reuse)
-    env_hash = environment_hash(op.environment)
+    target = get_target(op.compute.get("type", "local"), op.compute)
+    identity = target.identity(environment_request(op), lambda line: op.log.info("%s", line))
     run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
            "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}
     argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
@@ -201,18 +213,22 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
                           "register_as": cfg.get("register_as")}
     components = {
         "step": {
+            "name": op.step_name,  # the pipeline's name stays out: copies and versions share steps
             "script": op.script,
             "argv": argv,
             "inputs": sorted(op.inputs),
             "outputs": {k: v.get("register_as") for k, v in sorted(op.outputs.items())},
         },
         "snapshot": snapshot.sha256,
-        "environment": env_hash,
+        "environment": identity["environment"],
+        "compute": identity["compute"],
+        "runtime": runtime_identity(),
         "params": dict(used_values),
         "inputs": {k: v["digest"] for k, v in inputs.items()},
     }
+    env_hash = cache_key({"environment": identity["environment"], "compute": identity["compute"]})
     return StepPlan(pipeline, run_id, op.step_name, snapshot, env_hash, argv, inputs, outputs, components,
-                    cache_key(components))
+                    cache_key(components), target)
 
 
 def checked_outputs(ws: Any, plan: StepPlan, result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -290,6 +306,27 @@ def xcom_value(step: str, reused: bool, key: str, origin: Any, outputs: Mapping[
     }
 
 
+def _environment_fields(op: Any) -> dict[str, Any]:
+    """The StepRequest fields that describe the step's environment (shared by both requests below)."""
+    env_cfg = op.environment
+    return {
+        "env": {**{k: str(v) for k, v in (env_cfg.get("env") or {}).items()}, **op.env},
+        "python": env_cfg.get("python") or "python3",
+        "requirements": list(env_cfg.get("requirements") or []),
+        "requirements_file": env_cfg.get("requirements_file"),
+        "image": op.compute.get("image") or env_cfg.get("image"),
+        "resources": dict(op.compute_resources or {}),
+    }
+
+
+def environment_request(op: Any) -> Any:
+    """What ``ComputeTarget.identity`` describes: the step's environment, without the run's context and
+    without the workspace credentials (they reach the workspace, not the result)."""
+    from airflow_mlpipe.compute import StepRequest
+
+    return StepRequest(context={"step": op.step_name}, step=op.step_name, **_environment_fields(op))
+
+
 def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run_id: str, attempt: int) -> Any:
     """The launch context (docs/internals.md) and the compute request of one attempt."""
     from airflow_mlpipe.compute import StepRequest
@@ -312,17 +349,12 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
         "kept_outputs_key": f"{prefix}/outputs",
         "tags": {},
     }
-    env_cfg = op.environment
-    env = {**{k: str(v) for k, v in (env_cfg.get("env") or {}).items()}, **op.env, **hook.step_env()}
+    fields = _environment_fields(op)
+    fields["env"] = {**fields["env"], **hook.step_env()}
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     return StepRequest(
         context=context,
-        env=env,
-        python=env_cfg.get("python") or "python3",
-        requirements=list(env_cfg.get("requirements") or []),
-        requirements_file=env_cfg.get("requirements_file"),
-        image=op.compute.get("image") or env_cfg.get("image"),
-        resources=dict(op.compute_resources or {}),
+        **fields,
         timeout=timeout,
         pipeline=pipeline,
         run_id=run_id,

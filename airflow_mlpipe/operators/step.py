@@ -226,7 +226,7 @@ class MlpipeStepOperator(BaseOperator):
         from airflow_mlpipe.compute import get_target
 
         request = resolve.step_request(self, hook, ws, plan, pipeline, run_id, attempt)
-        self._target = get_target(self.compute.get("type", "local"), self.compute)
+        self._target = plan.target or get_target(self.compute.get("type", "local"), self.compute)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
 
         def on_log(line: str) -> None:

@@ -3,10 +3,14 @@
 ```
 cache/entries/<key>.json          {key, pipeline, step, components, outputs, metrics, run, created}
 cache/latest/<pipeline>/<step>.json   {key, components, created, run}: the step's last entry
+cache/unnamed/<sha>.json          {key, pipeline, step}: the last entry with these components but
+                                  the step's name (so a renamed step's miss can say so)
 ```
 
-``key = sha256(canonical_json(components))``. Components, as the operators build them:
-``{"step": {"script", "argv", "inputs", "outputs"}, "snapshot": <Snapshot.sha256>, "environment": <hash>,
+``key = sha256(canonical_json(components))``. Components, as the step operator builds them (the one
+table: docs/reuse.md "Key components"): ``{"step": {"name", "script", "argv", "inputs", "outputs"},
+"snapshot": <Snapshot.sha256>, "environment": {"python", "python_version", "packages" | "image",
+"image_id", "env": {name: digest}}, "compute": {"type", ...}, "runtime": {"airflow_mlpipe", "bundle"},
 "params": {name: value}, "inputs": {name: digest}}``. ``components["snapshot"]`` may also be a dict
 ``{"sha256": ..., "files": {path: sha256}}``; with a plain sha the file lists come from the snapshot
 sidecars (``snapshots/<sha>.json``), so ``explain`` can name the files that changed.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from typing import Any
 
 from airflow_mlpipe.errors import WorkspaceError
@@ -39,6 +44,14 @@ def cache_key(components: dict) -> str:
         return hashlib.sha256(canonical_json(components)).hexdigest()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cache components are not plain JSON data: {exc}") from exc
+
+
+def unnamed_key(components: dict) -> str | None:
+    """The key of ``components`` without the step's name (None if they name no step)."""
+    step = components.get("step")
+    if not isinstance(step, dict) or "name" not in step:
+        return None
+    return cache_key({**components, "step": {k: v for k, v in step.items() if k != "name"}})
 
 
 def _check_key(key: str) -> str:
@@ -88,6 +101,11 @@ class StepCache:
     def latest_key(pipeline: str, step: str) -> str:
         return f"cache/latest/{check_name(pipeline, 'pipeline name')}/{check_name(step, 'step name')}.json"
 
+    @staticmethod
+    def unnamed_pointer(components: dict) -> str | None:
+        key = unnamed_key(components)
+        return f"cache/unnamed/{key}.json" if key else None
+
     def get(self, key: str) -> CacheEntry | None:
         """The entry stored under ``key`` (not checked against its outputs)."""
         doc = self.datastore.get_json_or_none(self.entry_key(key))
@@ -135,6 +153,9 @@ class StepCache:
         latest = self.latest_key(pipeline, step)
         self.datastore.put_json(self.entry_key(key), entry.to_dict())
         self.datastore.put_json(latest, {"key": key, "components": components, "created": entry.created, "run": entry.run})
+        unnamed = self.unnamed_pointer(components)
+        if unnamed:
+            self.datastore.put_json(unnamed, {"key": key, "pipeline": pipeline, "step": step})
         return entry
 
     def latest(self, pipeline: str, step: str) -> dict | None:
@@ -146,17 +167,20 @@ class StepCache:
         An empty list means: same components and a usable entry (a hit)."""
         previous = self.latest(pipeline, step)
         if previous is None:
-            return ["no previous run of this step"]
+            previous = self._renamed(components)
+            if previous is None:
+                return ["no previous run of this step"]
         old = previous.get("components") or {}
         reasons: list[str] = []
         script = (components.get("step") or {}).get("script")
         self._explain_step(old.get("step") or {}, components.get("step") or {}, reasons)
         self._explain_snapshot(old.get("snapshot"), components.get("snapshot"), script, reasons)
-        if old.get("environment") != components.get("environment"):
-            reasons.append("environment changed")
+        explain_environment(old.get("environment"), components.get("environment"), reasons)
+        explain_settings("compute", old.get("compute"), components.get("compute"), reasons)
+        explain_settings("runtime", old.get("runtime"), components.get("runtime"), reasons)
         self._explain_map("param", old.get("params") or {}, components.get("params") or {}, reasons, digest=False)
         self._explain_map("input", old.get("inputs") or {}, components.get("inputs") or {}, reasons, digest=True)
-        known = {"step", "snapshot", "environment", "params", "inputs"}
+        known = {"step", "snapshot", "environment", "compute", "runtime", "params", "inputs"}
         for name in sorted((set(old) | set(components)) - known):
             if old.get(name) != components.get(name):
                 reasons.append(f"{name} changed")
@@ -169,13 +193,28 @@ class StepCache:
                 reasons.extend(f"output {name} of the previous run was deleted or changed" for name in self.stale_outputs(entry))
         return reasons
 
+    def _renamed(self, components: dict) -> dict | None:
+        """The last entry with the same components under another step name, as a ``latest`` doc."""
+        pointer = self.unnamed_pointer(components)
+        doc = self.datastore.get_json_or_none(pointer) if pointer else None
+        if not isinstance(doc, dict) or not isinstance(doc.get("key"), str):
+            return None
+        try:
+            entry = self.get(doc["key"])
+        except ValueError:
+            return None
+        return {"key": entry.key, "components": entry.components} if entry is not None else None
+
     @staticmethod
     def _explain_step(old: dict, new: dict, reasons: list[str]) -> None:
         for field in sorted(set(old) | set(new)):
             before, after = old.get(field), new.get(field)
             if before == after:
                 continue
-            if field == "script":
+            if field == "name":
+                reasons.append(f"step name {before} -> {after}" if before is not None
+                               else f"step name {after} is now part of the key (previous entry predates it)")
+            elif field == "script":
                 reasons.append(f"script: {before} -> {after}")
             elif field in ("argv", "arguments"):
                 reasons.append(f"arguments: {before} -> {after}")
@@ -255,4 +294,98 @@ class StepCache:
         return live
 
     def delete_entry(self, key: str) -> None:
+        entry = self.get(key)
         self.datastore.delete(self.entry_key(key))
+        pointer = self.unnamed_pointer(entry.components) if entry is not None else None
+        if pointer:
+            doc = self.datastore.get_json_or_none(pointer)
+            if isinstance(doc, dict) and doc.get("key") == key:
+                self.datastore.delete(pointer)
+
+
+def _packages(value: Any) -> dict[str, str]:
+    found = {}
+    for item in value or []:
+        name, _, version = str(item).partition("==")
+        found[name] = version
+    return found
+
+
+_ENVIRONMENT_ORDER = ("python", "python_version", "image", "image_id", "packages", "env")
+
+
+def explain_environment(old: Any, new: Any, reasons: list[str]) -> None:
+    """Name what changed in ``components["environment"]``: interpreter, python version, each package
+    (``package six 1.16.0 -> 1.17.0``), the image and its ID, each env variable by name (never a value)."""
+    if old == new:
+        return
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        older = isinstance(old, dict) != isinstance(new, dict)
+        reasons.append("environment changed" + (" (the previous entry recorded it in an older format)" if older else ""))
+        return
+    fields = set(old) | set(new)
+    for field in [f for f in _ENVIRONMENT_ORDER if f in fields] + sorted(fields - set(_ENVIRONMENT_ORDER)):
+        before, after = old.get(field), new.get(field)
+        if before == after:
+            continue
+        if field == "python":
+            reasons.append(f"environment: interpreter {before} -> {after}")
+        elif field == "python_version":
+            reasons.append(f"environment: python {before} -> {after}")
+        elif field == "packages":
+            was, now = _packages(before), _packages(after)
+            for name in sorted(set(was) | set(now)):
+                if name not in was:
+                    reasons.append(f"environment: package {name} {now[name]} added")
+                elif name not in now:
+                    reasons.append(f"environment: package {name} {was[name]} removed")
+                elif was[name] != now[name]:
+                    reasons.append(f"environment: package {name} {was[name]} -> {now[name]}")
+        elif field == "image":
+            reasons.append(f"image {before} -> {after}")
+        elif field == "image_id":
+            if old.get("image") == new.get("image"):
+                reasons.append(f"image {new.get('image')} changed: {_short_id(before)} -> {_short_id(after)}")
+        elif field == "env":
+            _explain_env(before if isinstance(before, dict) else {}, after if isinstance(after, dict) else {}, reasons)
+        else:
+            reasons.append(f"environment {field}: {_text(before)} -> {_text(after)}")
+
+
+def _explain_env(old: dict, new: dict, reasons: list[str]) -> None:
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            reasons.append(f"env {name} added")
+        elif name not in new:
+            reasons.append(f"env {name} removed")
+        elif old[name] != new[name]:
+            reasons.append(f"env {name} changed")
+
+
+def explain_settings(what: str, old: Any, new: Any, reasons: list[str]) -> None:
+    """Name each changed field of ``components["compute"]`` or ``components["runtime"]``."""
+    if old == new:
+        return
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        reasons.append(f"{what} changed" if old is not None else f"{what} is now part of the key (previous entry predates it)")
+        return
+    for field in sorted(set(old) | set(new)):
+        before, after = old.get(field), new.get(field)
+        if before == after:
+            continue
+        if field == "env" and isinstance(before, dict) and isinstance(after, dict):
+            _explain_env(before, after, reasons)
+        else:
+            reasons.append(f"{what}: {field} {_text(before)} -> {_text(after)}")
+
+
+def _text(value: Any) -> str:
+    """A value in a reason: digests shortened, strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return _short(value) if len(value) == 64 and set(value) <= _HEX else value
+    return json.dumps(value, sort_keys=True)
+
+
+def _short_id(value: Any) -> str:
+    text = str(value)
+    return text[:19] if text.startswith("sha256:") else _text(value)

@@ -103,3 +103,83 @@ def test_explain_reasons(workspace, tmp_path):
     assert workspace.cache.explain("p", "train", unknown) == [f"source snapshot changed: {snap1.sha256[:12]} -> {'b' * 12}"]
     inline = components(snapshot={"sha256": "c" * 64, "files": {"train.py": "x"}})
     assert "file src/util.py was removed from the snapshot" in workspace.cache.explain("p", "train", inline)
+
+
+def identity_components(name="train", python="/usr/bin/python3.11", version="3.11.2", packages=("six==1.16.0",),
+                        env=None, image=None, compute=None, runtime=("0.1.0", "b" * 64)):
+    comp = components()
+    comp["step"] = {"name": name, **comp["step"]}
+    environment = {"python": python, "python_version": version, "packages": list(packages),
+                   "env": env if env is not None else {"FOO": "f1", "TOKEN": "t1"}}
+    if image:
+        environment = {"image": image[0], "image_id": image[1], "python": "python3", "env": environment["env"]}
+    comp["environment"] = environment
+    comp["compute"] = compute or {"type": "local", "inherit_env": []}
+    comp["runtime"] = {"airflow_mlpipe": runtime[0], "bundle": runtime[1]}
+    return comp
+
+
+def test_explain_names_each_identity_component(workspace, tmp_path):
+    """Every component of the key says what changed in it; env variables by name only (values may be
+    secrets and are digests in the key anyway)."""
+    before = identity_components()
+    workspace.cache.commit(cache_key(before), "p", "train", before, commit_model(workspace, tmp_path))
+    assert workspace.cache.explain("p", "train", before) == []
+    after = identity_components(python="/usr/local/bin/python3.11", version="3.11.7",
+                                packages=("six==1.17.0", "attrs==24.2.0"), env={"FOO": "f2", "NEW": "n"},
+                                compute={"type": "local", "inherit_env": ["OMP_NUM_THREADS"]},
+                                runtime=("0.2.0", "c" * 64))
+    assert workspace.cache.explain("p", "train", after) == [
+        "environment: interpreter /usr/bin/python3.11 -> /usr/local/bin/python3.11",
+        "environment: python 3.11.2 -> 3.11.7",
+        "environment: package attrs 24.2.0 added",
+        "environment: package six 1.16.0 -> 1.17.0",
+        "env FOO changed",
+        "env NEW added",
+        "env TOKEN removed",
+        'compute: inherit_env [] -> ["OMP_NUM_THREADS"]',
+        "runtime: airflow_mlpipe 0.1.0 -> 0.2.0",
+        f"runtime: bundle {'b' * 12} -> {'c' * 12}",
+    ]
+    assert not any("f2" in reason or "t1" in reason for reason in workspace.cache.explain("p", "train", after))
+
+
+def test_explain_names_a_moved_image_tag_and_a_changed_reference(workspace, tmp_path):
+    image_a, image_b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    before = identity_components(image=("localhost/x:latest", image_a), compute={"type": "docker", "user": None})
+    workspace.cache.commit(cache_key(before), "p", "train", before, commit_model(workspace, tmp_path))
+    moved = identity_components(image=("localhost/x:latest", image_b), compute={"type": "docker", "user": "1000"})
+    assert workspace.cache.explain("p", "train", moved) == [
+        f"image localhost/x:latest changed: {image_a[:19]} -> {image_b[:19]}",
+        "compute: user null -> 1000",
+    ]
+    other = identity_components(image=("localhost/x:2", image_b), compute={"type": "docker", "user": None})
+    assert workspace.cache.explain("p", "train", other) == ["image localhost/x:latest -> localhost/x:2"]
+
+
+def test_explain_names_a_renamed_step_and_gc_forgets_it(workspace, tmp_path):
+    """A renamed step has no ``latest`` of its own: the last entry with the same components under another
+    name is found (one read), and the reason names both names."""
+    before = identity_components(name="a")
+    key = cache_key(before)
+    workspace.cache.commit(key, "p", "a", before, commit_model(workspace, tmp_path))
+    renamed = identity_components(name="b")
+    assert workspace.cache.lookup(cache_key(renamed)) is None  # the name is in the key
+    assert workspace.cache.explain("p", "b", renamed) == ["step name a -> b"]
+    assert workspace.cache.explain("other_pipeline", "b", renamed) == ["step name a -> b"]
+    assert workspace.cache.explain("p", "b", identity_components(name="b", version="3.11.9")) == [
+        "no previous run of this step"]
+    workspace.cache.delete_entry(key)
+    assert workspace.cache.explain("p", "b", renamed) == ["no previous run of this step"]
+    assert not [o.key for o in workspace.datastore.list("cache/unnamed")]
+
+
+def test_explain_against_an_entry_from_before_the_identity_components(workspace, tmp_path):
+    old = components()  # environment as a hash string, no step name, no compute/runtime
+    workspace.cache.commit(cache_key(old), "p", "train", old, commit_model(workspace, tmp_path))
+    assert workspace.cache.explain("p", "train", identity_components()) == [
+        "step name train is now part of the key (previous entry predates it)",
+        "environment changed (the previous entry recorded it in an older format)",
+        "compute is now part of the key (previous entry predates it)",
+        "runtime is now part of the key (previous entry predates it)",
+    ]
