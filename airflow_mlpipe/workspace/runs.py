@@ -8,17 +8,21 @@ runs/<pipeline>/<run_id>/steps/<step>/attempt-<n>/outputs/      the script's ./o
 outputs/<pipeline>/<run_id>/<step>/<output>/                    step outputs (manifest last)
 ```
 
-``run_id`` in keys is ``safe_id(run_id)``: every character outside ``[A-Za-z0-9._-]`` becomes ``_``.
-The record keeps the original ``run_id``.
+``run_id`` in keys is ``safe_id(run_id)``, an injective mapping: an id made only of ``[A-Za-z0-9._-]``
+stays as it is; any other id keeps a readable form (unsafe characters -> ``_``, at most 96 of them) followed
+by ``-x`` and 16 hex digits of the id's sha256, so ``r:1``, ``r+1`` and ``r_1`` get three folders. An id
+that already looks like that form is hashed too. The run record keeps the original ``run_id``, and
+``open_run`` refuses a second run id on a folder (a collision, or a folder of an older mapping).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from airflow_mlpipe.errors import ConflictError, NotFoundError
+from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
 from airflow_mlpipe.workspace.datastore import Datastore
 from airflow_mlpipe.workspace.manifest import now_iso
 from airflow_mlpipe.workspace.registry import check_name
@@ -32,16 +36,20 @@ __all__ = [
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_HASHED = re.compile(r".*-x[0-9a-f]{16}")
+_READABLE = 96
 
 
 def safe_id(run_id: str) -> str:
-    """``run_id`` as a key segment: every character outside ``[A-Za-z0-9._-]`` becomes ``_``."""
+    """``run_id`` as a key segment, injectively (see the module docstring)."""
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"invalid run id {run_id!r}")
-    safe = _UNSAFE.sub("_", run_id)
-    if safe in (".", ".."):
+    if run_id in (".", ".."):
         raise ValueError(f"invalid run id {run_id!r}")
-    return safe
+    if len(run_id) <= _READABLE and not _UNSAFE.search(run_id) and not _HASHED.fullmatch(run_id):
+        return run_id
+    readable = _UNSAFE.sub("_", run_id)[:_READABLE]
+    return f"{readable}-x{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def run_prefix(pipeline: str, run_id: str) -> str:
@@ -79,9 +87,25 @@ class RunStore:
 
     def open_run(self, pipeline: str, run_id: str, doc: dict) -> bool:
         """Create the run record unless it exists (the first step of a run writes it; the others, which
-        may start at the same time, leave it as it is). True if this call created it."""
+        may start at the same time, leave it as it is). True if this call created it.
+
+        Raises ConflictError if the run's folder belongs to another run id: two runs never share a folder."""
+        key = self._run_key(pipeline, run_id)
         record = {"created": now_iso(), **doc, "pipeline": pipeline, "run_id": run_id}
-        return self.datastore.create_json(self._run_key(pipeline, run_id), record)
+        if self.datastore.create_json(key, record):
+            return True
+        try:
+            existing = self.datastore.get_json_or_none(key)
+        except WorkspaceError:
+            existing = None  # a damaged record is reported by `mlpipe runs`; it names no other run
+        owner = existing.get("run_id") if isinstance(existing, dict) else None
+        if isinstance(owner, str) and owner != run_id:
+            raise ConflictError(
+                f"run {run_id!r} of pipeline {pipeline!r} maps to the workspace folder "
+                f"{self.datastore.uri_for(run_prefix(pipeline, run_id))}, which already holds run {owner!r}; "
+                "refusing to share it. Trigger the run with another run id, or move the old folder away"
+            )
+        return False
 
     def update_run(self, pipeline: str, run_id: str, changes: dict) -> dict:
         """Merge ``changes`` (top-level keys) into the run record, compare-and-swap; creates it if absent."""
