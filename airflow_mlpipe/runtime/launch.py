@@ -36,7 +36,7 @@ from typing import Any
 
 from airflow_mlpipe.runtime import context as step_context
 from airflow_mlpipe.runtime.arguments import resolve_argv
-from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX, PATHS_ENV
+from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX, PARENT_PID_ENV, PATHS_ENV
 from airflow_mlpipe.runtime.lease import LeaseLost, LeaseWatch
 from airflow_mlpipe.runtime.materialize import (
     RuntimeStepError,
@@ -289,7 +289,25 @@ def stop_process_tree(code: int) -> None:
     os._exit(code)
 
 
+def die_with_parent() -> None:
+    """Local compute: ask Linux to SIGKILL this process when the task process that started it dies
+    (``PR_SET_PDEATHSIG``), and end now if it already has. The reaper stops the rest of the group."""
+    expected = os.environ.pop(PARENT_PID_ENV, None)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != expected:  # the parent died before the request took effect
+        os._exit(128 + signal.SIGKILL)
+
+
 def main() -> int:
+    die_with_parent()
     tail = _LogTail()
     _install_streams(tail)
     raw = os.environ.get(CONTEXT_ENV)
