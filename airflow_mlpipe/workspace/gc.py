@@ -92,7 +92,7 @@ def _referenced(datastore: Datastore, cache: StepCache) -> tuple[dict[str, str],
     live = cache.live_keys()
     for key in sorted(live | set(entry_refs)):
         try:
-            entry = cache.get(key)
+            entry = cache.get(key, set_aside=False)
         except ValueError:
             continue
         if entry is None:
