@@ -6,7 +6,6 @@ started, its scratch folder (local) and its container (docker, through podman's 
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import subprocess
 import sys
