@@ -30,6 +30,9 @@ def gc(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete for real (default: only show what would go).")]
     = False,
     show_kept: Annotated[bool, typer.Option("--show-kept", help="Also list the outputs kept, with why.")] = False,
+    uploads_older_than: Annotated[float, typer.Option(
+        "--uploads-older-than", min=0, metavar="HOURS",
+        help="S3: abort multipart uploads open for longer than HOURS (a killed writer leaves them).")] = 24.0,
     workspace: WorkspaceOpt = None,
     conn_id: ConnIdOpt = DEFAULT_CONN_ID,
     as_json: JsonOpt = False,
@@ -37,11 +40,11 @@ def gc(
     """Collect intermediate step outputs older than DAYS that no cache entry or registered version uses."""
     ws = open_workspace(workspace, conn_id)
     with user_errors(f"gc of {ws.uri}"):
-        report = ws.gc(older_than, dry_run=not yes)
+        report = ws.gc(older_than, dry_run=not yes, stale_upload_hours=uploads_older_than)
     if as_json:
         print_json({"workspace": ws.uri, "dry_run": report.dry_run, "older_than_days": older_than,
                     "bytes": report.bytes, "collected": report.collected, "kept": report.kept,
-                    "cache_entries_removed": report.entries_removed})
+                    "cache_entries_removed": report.entries_removed, "stale_uploads": report.stale_uploads})
         return
     out = console()
     verb = "would delete" if report.dry_run else "deleted"
@@ -68,6 +71,9 @@ def gc(
                f"({report.bytes} bytes); kept {len(report.kept)}")
     if report.entries_removed:
         summary += f"; removed {len(report.entries_removed)} superseded cache entries"
+    if report.stale_uploads:
+        summary += (f"; {'would abort' if report.dry_run else 'aborted'} {len(report.stale_uploads)} multipart "
+                    f"upload(s) open for more than {uploads_older_than:g} hours")
     out.print(summary)
     if report.dry_run and report.collected:
         out.print("dry run: nothing was deleted; add --yes to delete these")

@@ -52,6 +52,8 @@ def run_status(steps: dict[str, dict]) -> str:
     counts = step_counts(steps)
     if not steps:
         return "no steps"
+    if any(record.get("status") == "damaged" for record in steps.values()):
+        return "damaged"
     if counts["failed"]:
         return "failed"
     if counts["running"]:
@@ -70,6 +72,10 @@ def run_times(run: dict) -> tuple[float | None, float | None]:
 
 
 def summarise(run: dict) -> dict[str, Any]:
+    if run.get("damaged"):
+        return {"pipeline": run.get("pipeline"), "run_id": run.get("run_id"), "started": epoch(run.get("started")),
+                "finished": None, "status": "damaged", "steps": 0, "ran": 0, "reused": 0, "failed": 0,
+                "running": 0, "damaged": run["damaged"]}
     steps = run.get("steps") or {}
     started, finished = run_times(run)
     return {
@@ -104,7 +110,8 @@ def list_runs(
             fail(f"no run of pipeline {pipeline!r} is recorded in {ws.uri}{did_you_mean(pipeline, known)}; "
                  f"pipelines with runs: {', '.join(known) or 'none'}")
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(records)))) as pool:
-            full = list(pool.map(lambda r: ws.runs.get_run(r["pipeline"], r["run_id"]), records))
+            full = list(pool.map(lambda r: r if r.get("damaged") else ws.runs.get_run(r["pipeline"], r["run_id"]),
+                                 records))
     rows = sorted((summarise(run) for run in full), key=lambda r: r["started"] or 0, reverse=True)
     if as_json:
         print_json({"workspace": ws.uri, "runs": rows})
@@ -119,7 +126,7 @@ def list_runs(
     for column in ("pipeline", "run id", "started", "status", "ran", "reused", "failed"):
         table.add_column(column, overflow="fold", no_wrap=column == "run id",
                          justify="right" if column in ("ran", "reused", "failed") else "left")
-    colours = {"succeeded": "green", "failed": "red", "running": "yellow"}
+    colours = {"succeeded": "green", "failed": "red", "running": "yellow", "damaged": "magenta"}
     for row in rows:
         colour = colours.get(row["status"], "white")
         table.add_row(
@@ -127,6 +134,9 @@ def list_runs(
             str(row["ran"]), str(row["reused"]), str(row["failed"]),
         )
     out.print(table)
+    damaged = [row for row in rows if row.get("damaged")]
+    for row in damaged:
+        out.print(f"[magenta]damaged record[/] {esc(row['pipeline'])}/{esc(row['run_id'])}: {esc(row['damaged'])}")
 
 
 def _inputs_text(inputs: dict) -> str:

@@ -46,6 +46,7 @@ from airflow_mlpipe.compute.base import (
     parse_memory,
     start_timeout,
 )
+from airflow_mlpipe.compute.reaper import Reaper
 from airflow_mlpipe.errors import ComputeError
 
 CONTAINER_WORKDIR = "/mlpipe/work"
@@ -85,12 +86,15 @@ class DockerTarget(ComputeTarget):
         self._stopping = False
         self._image_ids: dict[str, str] = {}  # image reference -> ID resolved by identity()
 
+    def _base_url(self) -> str | None:
+        return self.config.get("docker_url") or os.environ.get("DOCKER_HOST")
+
     def _client(self) -> Any:
         try:
             import docker
         except ImportError as exc:
             raise ComputeError("the docker compute target needs the 'docker' package (pip install docker)") from exc
-        base_url = self.config.get("docker_url") or os.environ.get("DOCKER_HOST")
+        base_url = self._base_url()
         try:
             if base_url:
                 return docker.DockerClient(base_url=base_url, timeout=int(self.config.get("timeout", 120)))
@@ -258,12 +262,16 @@ class DockerTarget(ComputeTarget):
         timed_out = threading.Event()
         timer: threading.Timer | None = None
         container = None
+        reaper: Reaper | None = None
         try:
             self._ensure_image(client, spec["image"])
             try:
                 container = client.containers.create(**spec)
             except docker.errors.APIError as exc:
                 raise ComputeError(f"docker compute: cannot create the container of step {request.step!r}: {exc}") from exc
+            # the container is stopped and removed if this task process dies (compute/reaper.py)
+            reaper = Reaper.start({"docker": {"base_url": self._base_url(), "container": container.id,
+                                              "grace": int(self.config.get("kill_grace", 10))}})
             with self._lock:
                 self._container = container
                 if self.killed:
@@ -291,6 +299,8 @@ class DockerTarget(ComputeTarget):
             with self._lock:
                 self._container = None
             client.close()
+            if reaper is not None:
+                reaper.release()
         if timed_out.is_set():
             raise StepTimedOut(
                 f"step {request.step!r} of pipeline {request.pipeline!r} ran longer than its timeout "

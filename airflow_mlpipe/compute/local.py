@@ -4,6 +4,9 @@
   (``runtime.bundle.launch_command``: like ``-m``, but the user's cwd is kept off ``sys.path``);
 - a new session (process group), so ``kill()`` stops the whole tree: SIGTERM, then SIGKILL after
   ``kill_grace`` seconds (config, default 10);
+- the step dies with its task: the launcher asks the kernel for SIGKILL when its parent (the task
+  process) dies, and a reaper (``compute/reaper.py``) then stops the rest of the group and removes the
+  scratch directory;
 - cwd: ``request.workdir`` if given (the caller owns it), else a fresh scratch directory under
   ``scratch_dir`` (config, else ``$MLPIPE_SCRATCH_DIR``, else ``$TMPDIR/mlpipe-scratch``) removed
   afterwards unless ``keep_scratch`` (config) or ``MLPIPE_KEEP_SCRATCH=1``;
@@ -46,7 +49,9 @@ from airflow_mlpipe.compute.base import (
     exit_code_from_returncode,
     start_timeout,
 )
+from airflow_mlpipe.compute.reaper import Reaper
 from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.runtime.context import PARENT_PID_ENV
 
 SCRATCH_DIR_ENV = "MLPIPE_SCRATCH_DIR"  # the worker-wide default of ``scratch_dir``
 
@@ -124,6 +129,7 @@ class LocalTarget(ComputeTarget):
         env["PYTHONPATH"] = str(runtime_dir)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONNOUSERSITE"] = "1"
+        env[PARENT_PID_ENV] = str(os.getpid())  # the launcher dies with this process (runtime/launch.py)
         return env
 
     def _scratch(self, request: StepRequest) -> tuple[pathlib.Path, bool]:
@@ -151,6 +157,7 @@ class LocalTarget(ComputeTarget):
         env = self.build_env(request, runtime_dir)
         timed_out = threading.Event()
         timer: threading.Timer | None = None
+        reaper: Reaper | None = None
         try:
             with self._lock:
                 if self.killed:
@@ -169,6 +176,8 @@ class LocalTarget(ComputeTarget):
                 except OSError as exc:
                     raise ComputeError(f"step {request.step!r}: cannot start {python}: {exc}") from exc
             proc = self._proc
+            reaper = Reaper.start({"pgid": proc.pid, "dirs": [str(cwd)] if owned and not self._keep_scratch() else [],
+                                   "grace": float(self.config.get("kill_grace", 10))})
             timer = start_timeout(request.timeout, timed_out, self.kill)
             splitter = LineSplitter(on_log)
             stdout = proc.stdout
@@ -182,9 +191,10 @@ class LocalTarget(ComputeTarget):
             if timer is not None:
                 timer.cancel()
             self._reap_group()
-            keep = self.config.get("keep_scratch") or os.environ.get("MLPIPE_KEEP_SCRATCH") == "1"
-            if owned and not keep:
+            if owned and not self._keep_scratch():
                 shutil.rmtree(cwd, ignore_errors=True)
+            if reaper is not None:
+                reaper.release()
         if timed_out.is_set():
             raise StepTimedOut(
                 f"step {request.step!r} of pipeline {request.pipeline!r} ran longer than its timeout "
@@ -192,6 +202,9 @@ class LocalTarget(ComputeTarget):
                 timeout=request.timeout,
             )
         return code
+
+    def _keep_scratch(self) -> bool:
+        return bool(self.config.get("keep_scratch")) or os.environ.get("MLPIPE_KEEP_SCRATCH") == "1"
 
     def _pump(self, proc: subprocess.Popen[bytes], fd: int, splitter: LineSplitter) -> None:
         """Forward output as it comes until EOF. Once the launcher has exited, whatever it left in

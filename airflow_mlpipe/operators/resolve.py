@@ -327,7 +327,38 @@ def environment_request(op: Any) -> Any:
     return StepRequest(context={"step": op.step_name}, step=op.step_name, **_environment_fields(op))
 
 
-def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run_id: str, attempt: int) -> Any:
+def claim_step(ws: Any, plan: StepPlan, attempt: int) -> dict[str, Any]:
+    """Claim the step's lease for this attempt (``runtime/lease.py``): {key, token, heartbeat, ttl}.
+    Raises LeaseLost when a newer attempt of the step already started (this one is stale)."""
+    from airflow_mlpipe.runtime import lease
+    from airflow_mlpipe.workspace.runs import run_prefix
+
+    key = lease.lease_key(f"{run_prefix(plan.pipeline, plan.run_id)}/steps/{plan.step}")
+    heartbeat, ttl = lease.settings()
+    doc = lease.claim(ws.datastore, key, attempt)
+    return {"key": key, "token": doc["token"], "heartbeat": heartbeat, "ttl": ttl}
+
+
+def check_claim(ws: Any, plan: StepPlan, held: Mapping[str, Any]) -> None:
+    from airflow_mlpipe.runtime import lease
+
+    lease.check(ws.datastore, held["key"], held["token"])
+
+
+def abort_stale_uploads(ws: Any, plan: StepPlan, log: Any) -> None:
+    """Abort the multipart uploads that an earlier, killed attempt left open under this step's outputs
+    (S3; a local datastore has none). Called once this attempt holds the step's lease."""
+    abort = getattr(ws.datastore, "abort_multipart_uploads", None)
+    if abort is None:
+        return
+    for out in plan.outputs.values():
+        aborted = abort(out["key"])
+        if aborted:
+            log.info("aborted %d multipart upload(s) left open under %s by an earlier attempt", aborted, out["key"])
+
+
+def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run_id: str, attempt: int,
+                 held: Mapping[str, Any] | None = None) -> Any:
     """The launch context (docs/internals.md) and the compute request of one attempt."""
     from airflow_mlpipe.compute import StepRequest
 
@@ -349,6 +380,8 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
         "kept_outputs_key": f"{prefix}/outputs",
         "tags": {},
     }
+    if held:
+        context["lease"] = {"key": held["key"], "token": held["token"], "ttl": held["ttl"]}
     fields = _environment_fields(op)
     fields["env"] = {**fields["env"], **hook.step_env()}
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None

@@ -152,6 +152,8 @@ class MlpipeStepOperator(BaseOperator):
             "compute": self.compute.get("type", "local"),
             "started": started,
         }
+        from airflow_mlpipe.runtime.lease import LeaseLost
+
         if self.allow_reuse and not regenerate:
             entry = ws.cache.lookup(plan.key)
             if entry is not None:
@@ -165,9 +167,14 @@ class MlpipeStepOperator(BaseOperator):
 
         record["snapshot"]["git"] = git_info(self.source_directory)
         record.update(status="running", reused=False, rerun_reasons=reasons)
+        held = resolve.claim_step(ws, plan, attempt)  # a newer try of this step makes this one stale
+        resolve.abort_stale_uploads(ws, plan, self.log)
         ws.runs.write_step(pipeline, run_id, self.step_name, record)
         try:
-            result = self._run(hook, ws, plan, pipeline, run_id, attempt)
+            result = self._run(hook, ws, plan, pipeline, run_id, attempt, held)
+            resolve.check_claim(ws, plan, held)  # never commit the cache entry of a stale attempt
+        except LeaseLost:
+            raise  # a newer attempt owns the step and its record now: leave both alone
         except BaseException as exc:
             record.update(status="failed", finished=time.time(), error=str(exc)[-4000:])
             ws.runs.write_step(pipeline, run_id, self.step_name, record)
@@ -222,23 +229,34 @@ class MlpipeStepOperator(BaseOperator):
             self.step_name, True, plan.key, origin, entry.outputs, entry.metrics, registered, ws
         )
 
-    def _run(self, hook, ws, plan, pipeline: str, run_id: str, attempt: int) -> dict[str, Any]:
+    def _run(self, hook, ws, plan, pipeline: str, run_id: str, attempt: int, held: dict) -> dict[str, Any]:
         from airflow_mlpipe.compute import get_target
+        from airflow_mlpipe.runtime.lease import Heartbeat, LeaseLost
 
-        request = resolve.step_request(self, hook, ws, plan, pipeline, run_id, attempt)
+        request = resolve.step_request(self, hook, ws, plan, pipeline, run_id, attempt, held)
         self._target = plan.target or get_target(self.compute.get("type", "local"), self.compute)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        target = self._target
 
         def on_log(line: str) -> None:
             tail.append(line)
             self.log.info("%s", line)
 
+        def on_lost(reason: str) -> None:
+            self.log.error("step %s: %s; stopping it", self.step_name, reason)
+            target.kill()
+
+        heartbeat = Heartbeat(ws.datastore, held["key"], held["token"], held["heartbeat"], on_lost).start()
         try:
             code = self._target.run(request, on_log)
         except BaseException:
             # A task timeout (raised in this thread) or any failure: never leave the process behind.
             self._target.kill()
             raise
+        finally:
+            heartbeat.stop()
+        if heartbeat.lost:
+            raise LeaseLost(f"step {self.step_name!r}: {heartbeat.lost}; this attempt committed nothing")
         if self._killed.is_set():
             raise StepFailed(f"step {self.step_name!r} was killed; no output was committed", exit_code=code)
         if code != 0:

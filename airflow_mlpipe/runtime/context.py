@@ -25,6 +25,7 @@ from typing import Any
 CONTEXT_ENV = "MLPIPE_CONTEXT"
 # Set by the launcher for the script's own child processes: {"inputs": {name: path}, "outputs": {...}}.
 PATHS_ENV = "MLPIPE_STEP_PATHS"
+PARENT_PID_ENV = "MLPIPE_PARENT_PID"  # set by local compute: the step process dies with this process
 METRIC_PREFIX = "::mlpipe-metric::"
 
 

@@ -10,6 +10,10 @@ from the current directory (a fresh scratch directory):
 5. on success uploads each output with its manifest last, and ./outputs to ``kept_outputs_key``;
 6. writes ``result_key`` (succeeded, or failed with the exit code and the tail of the log).
 
+With a ``lease`` in the context (``runtime/lease.py``), a watcher stops the step (its whole process group)
+as soon as a newer attempt claims the step or the task stops beating, and each output manifest is written
+only after the lease is checked once more: a stale or orphaned attempt commits nothing.
+
 The process exits with the script's exit code; 2 when the runtime itself could not prepare the
 step or commit its outputs (``phase`` in result.json tells which).
 """
@@ -32,7 +36,8 @@ from typing import Any
 
 from airflow_mlpipe.runtime import context as step_context
 from airflow_mlpipe.runtime.arguments import resolve_argv
-from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX, PATHS_ENV
+from airflow_mlpipe.runtime.context import CONTEXT_ENV, METRIC_PREFIX, PARENT_PID_ENV, PATHS_ENV
+from airflow_mlpipe.runtime.lease import LeaseLost, LeaseWatch
 from airflow_mlpipe.runtime.materialize import (
     RuntimeStepError,
     commit_outputs,
@@ -44,6 +49,7 @@ from airflow_mlpipe.runtime.materialize import (
 )
 
 RUNTIME_FAILURE = 2
+LEASE_LOST = 3  # the step was stopped because this attempt no longer owns it
 TAIL_LINES = 50
 
 
@@ -157,6 +163,7 @@ class Launcher:
         self.datastore: Any = None
         self.started = _now()
         self._t0 = time.monotonic()
+        self.watch: LeaseWatch | None = None
 
     def run(self) -> int:
         doc = self.doc
@@ -181,6 +188,8 @@ class Launcher:
             self._finish_failed(RUNTIME_FAILURE, "prepare", str(exc))
             return RUNTIME_FAILURE
 
+        if doc.get("lease"):
+            self.watch = LeaseWatch(self.datastore, doc["lease"], self._lease_lost).start()
         step_context.configure(doc, inputs, outputs)
         os.environ[PATHS_ENV] = json.dumps(
             {"inputs": {k: str(v) for k, v in inputs.items()}, "outputs": {k: str(v) for k, v in outputs.items()}}
@@ -190,9 +199,16 @@ class Launcher:
             self._keep_outputs_best_effort()
             self._finish_failed(code, "script", f"the script exited with code {code}")
             return code
+        fence = self.watch.check if self.watch is not None else None
         try:
-            committed = commit_outputs(self.datastore, doc.get("outputs") or {}, outputs)
+            if fence is not None:
+                fence()
+            committed = commit_outputs(self.datastore, doc.get("outputs") or {}, outputs, fence=fence)
             kept = upload_kept_outputs(self.datastore, self.workdir, doc.get("kept_outputs_key"))
+        except LeaseLost as exc:
+            print(f"mlpipe: step {doc.get('step')!r} commits nothing: {exc}", file=sys.stderr, flush=True)
+            self._finish_failed(LEASE_LOST, "lease", str(exc))
+            return LEASE_LOST
         except Exception as exc:  # the outputs stay absent (no manifest); say why
             print(f"mlpipe: could not commit the outputs of step {doc.get('step')!r}: {exc}", file=sys.stderr, flush=True)
             self._finish_failed(RUNTIME_FAILURE, "commit", str(exc))
@@ -203,6 +219,13 @@ class Launcher:
         if not self._write_result(result):
             return RUNTIME_FAILURE
         return 0
+
+    def _lease_lost(self, reason: str) -> None:
+        """Called by the lease watcher: stop this step now, commit nothing (the process group dies)."""
+        print(f"mlpipe: stopping step {self.doc.get('step')!r}: {reason}; nothing is committed",
+              file=sys.stderr, flush=True)
+        self._finish_failed(LEASE_LOST, "lease", reason)
+        stop_process_tree(LEASE_LOST)
 
     # -- results ------------------------------------------------------------------------------
     def _base_result(self, status: str, exit_code: int) -> dict[str, Any]:
@@ -249,7 +272,42 @@ class Launcher:
             print(f"mlpipe: could not keep ./outputs of the failed step: {exc}", file=sys.stderr, flush=True)
 
 
+def stop_process_tree(code: int) -> None:
+    """End this step process and everything it started: the process group when this process leads one
+    (local compute starts the step in a session of its own), else just this process (a container's PID 1:
+    its exit stops the container)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if os.getpid() != 1 and os.getpgrp() == os.getpid():
+        try:
+            os.killpg(os.getpid(), signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def die_with_parent() -> None:
+    """Local compute: ask Linux to SIGKILL this process when the task process that started it dies
+    (``PR_SET_PDEATHSIG``), and end now if it already has. The reaper stops the rest of the group."""
+    expected = os.environ.pop(PARENT_PID_ENV, None)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != expected:  # the parent died before the request took effect
+        os._exit(128 + signal.SIGKILL)
+
+
 def main() -> int:
+    die_with_parent()
     tail = _LogTail()
     _install_streams(tail)
     raw = os.environ.get(CONTEXT_ENV)

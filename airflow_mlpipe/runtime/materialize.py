@@ -19,6 +19,8 @@ import tarfile
 import tempfile
 from typing import Any
 
+from airflow_mlpipe.runtime.lease import LeaseLost
+
 MANIFEST_NAME = "_manifest.json"
 STATE_DIR = ".mlpipe"
 
@@ -143,9 +145,11 @@ def prepare_outputs(outputs: dict[str, Any], workdir: pathlib.Path) -> dict[str,
 
 
 def commit_outputs(
-    datastore: Any, outputs: dict[str, Any], local_dirs: dict[str, pathlib.Path]
+    datastore: Any, outputs: dict[str, Any], local_dirs: dict[str, pathlib.Path], fence: Any = None
 ) -> dict[str, dict[str, Any]]:
     """Upload each output and write its manifest last (``workspace.manifest.commit_output``).
+    ``fence`` (the attempt's lease check) runs before each output is touched and right before each
+    manifest is written; its LeaseLost propagates as it is.
 
     Returns name -> {key, digest, size, files} for result.json.
     """
@@ -155,7 +159,9 @@ def commit_outputs(
     for name in sorted(outputs or {}):
         key = str(outputs[name]["key"]).strip("/")
         try:
-            manifest = commit_output(datastore, local_dirs[name], key)
+            manifest = commit_output(datastore, local_dirs[name], key, fence=fence)
+        except LeaseLost:
+            raise
         except Exception as exc:
             raise RuntimeStepError(f"output {name!r}: upload to {datastore.uri_for(key)} failed: {exc}") from exc
         files = manifest.get("files") or {}

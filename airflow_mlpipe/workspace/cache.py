@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from typing import Any
 
 from airflow_mlpipe.errors import WorkspaceError
@@ -34,6 +35,7 @@ from airflow_mlpipe.workspace.snapshot import read_snapshot_files
 __all__ = ["CacheEntry", "StepCache", "cache_key"]
 
 _HEX = set("0123456789abcdef")
+_log = logging.getLogger(__name__)
 
 
 def cache_key(components: dict) -> str:
@@ -82,6 +84,22 @@ class CacheEntry:
             data[name] = data[name] or {}
         return cls(**data)
 
+    @classmethod
+    def parse(cls, doc: Any, key: str) -> CacheEntry:
+        """The entry in ``doc`` (stored under ``key``), or ValueError saying what is wrong with it."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an entry")
+        entry = cls.from_dict(doc)
+        if entry.key != key:
+            raise ValueError(f"its key is {entry.key!r}, not the one it is stored under")
+        for name in ("components", "outputs", "metrics", "run"):
+            if not isinstance(getattr(entry, name), dict):
+                raise ValueError(f"{name!r} is a {type(getattr(entry, name)).__name__}, not a mapping")
+        for name, out in entry.outputs.items():
+            if not (isinstance(out, dict) and isinstance(out.get("key"), str) and isinstance(out.get("digest"), str)):
+                raise ValueError(f"output {name!r} has no key and digest")
+        return entry
+
 
 def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
@@ -92,6 +110,7 @@ def _short(value: Any) -> str:
 class StepCache:
     def __init__(self, datastore: Datastore):
         self.datastore = datastore
+        self.damaged: dict[str, str] = {}  # key -> why its entry was set aside (this process)
 
     @staticmethod
     def entry_key(key: str) -> str:
@@ -106,10 +125,32 @@ class StepCache:
         key = unnamed_key(components)
         return f"cache/unnamed/{key}.json" if key else None
 
-    def get(self, key: str) -> CacheEntry | None:
-        """The entry stored under ``key`` (not checked against its outputs)."""
-        doc = self.datastore.get_json_or_none(self.entry_key(key))
-        return CacheEntry.from_dict(doc) if isinstance(doc, dict) else None
+    def get(self, key: str, set_aside: bool = True) -> CacheEntry | None:
+        """The entry stored under ``key`` (not checked against its outputs). A damaged entry (not JSON, not
+        an entry) is a miss: it is moved to ``cache/damaged/`` for a person to look at, and logged
+        (``set_aside=False``: only treated as absent, e.g. by a dry-run gc)."""
+        path = self.entry_key(key)
+        try:
+            doc = self.datastore.get_json_or_none(path)
+            if doc is None:
+                return None
+            return CacheEntry.parse(doc, key)
+        except (WorkspaceError, ValueError, TypeError) as exc:
+            if set_aside:
+                self._set_aside(key, str(exc))
+            return None
+
+    def _set_aside(self, key: str, why: str) -> None:
+        path = self.entry_key(key)
+        aside = f"cache/damaged/{key}-{now_iso().replace(':', '').replace('.', '')}.json"
+        try:
+            self.datastore.write_bytes(aside, self.datastore.read_bytes(path))
+            self.datastore.delete(path)
+            where = self.datastore.uri_for(aside)
+        except WorkspaceError as exc:  # cannot move it: still a miss; the next commit overwrites it
+            where = f"{self.datastore.uri_for(path)} (could not be moved: {exc})"
+        self.damaged[key] = f"the cache entry was damaged ({why}) and was set aside as {where}"
+        _log.warning("step cache: %s; the step runs again", self.damaged[key])
 
     def stale_outputs(self, entry: CacheEntry) -> list[str]:
         """Names of the entry's outputs whose manifest is missing or has another digest."""
@@ -159,8 +200,12 @@ class StepCache:
         return entry
 
     def latest(self, pipeline: str, step: str) -> dict | None:
-        doc = self.datastore.get_json_or_none(self.latest_key(pipeline, step))
-        return doc if isinstance(doc, dict) else None
+        """The step's last entry pointer; None when absent or damaged (the next commit rewrites it)."""
+        try:
+            doc = self.datastore.get_json_or_none(self.latest_key(pipeline, step))
+        except WorkspaceError:
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("components", {}), dict) else None
 
     def explain(self, pipeline: str, step: str, components: dict) -> list[str]:
         """Why ``components`` miss the cache, compared with the step's last entry (human-readable).
@@ -187,7 +232,9 @@ class StepCache:
         if not reasons:
             key = cache_key(components)
             entry = self.get(key)
-            if entry is None:
+            if key in self.damaged:
+                reasons.append(self.damaged[key])
+            elif entry is None:
                 reasons.append("same components, but the cache entry is gone")
             else:
                 reasons.extend(f"output {name} of the previous run was deleted or changed" for name in self.stale_outputs(entry))

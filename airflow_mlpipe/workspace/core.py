@@ -64,8 +64,8 @@ class Workspace:
     def verify_output(self, prefix: str, expected_digest: str) -> bool:
         return verify_output(self.datastore, prefix, expected_digest)
 
-    def gc(self, older_than_days: float, dry_run: bool = True) -> GcReport:
-        return collect_garbage(self.datastore, older_than_days, dry_run=dry_run)
+    def gc(self, older_than_days: float, dry_run: bool = True, stale_upload_hours: float = 24.0) -> GcReport:
+        return collect_garbage(self.datastore, older_than_days, dry_run=dry_run, stale_upload_hours=stale_upload_hours)
 
     def __repr__(self) -> str:
         return f"Workspace({self.datastore.uri!r})"

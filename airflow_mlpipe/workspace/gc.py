@@ -9,6 +9,9 @@ references it:
   fields together, or a ``cache_key`` (the outputs of that entry).
 ``datasets/`` and ``models/`` are never touched (registered content lives there, copied in). Superseded
 cache entries whose outputs are collected are deleted too (a real run only). Dry run by default.
+
+On S3, multipart uploads left open for more than ``stale_upload_hours`` (default 24; a killed writer leaves
+them: invisible, but billed) are aborted too; a step's own later attempt aborts those of its outputs at once.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class GcReport:
     collected: list[dict] = dataclasses.field(default_factory=list)  # {prefix, bytes, files, age_days}
     kept: list[dict] = dataclasses.field(default_factory=list)  # {prefix, reason}
     entries_removed: list[str] = dataclasses.field(default_factory=list)
+    stale_uploads: list[dict] = dataclasses.field(default_factory=list)  # {key, age_hours}: open multipart uploads
 
     @property
     def bytes(self) -> int:
@@ -47,6 +51,8 @@ class GcReport:
         verb = "would delete" if self.dry_run else "deleted"
         lines = [f"{verb} {len(self.collected)} output(s), {self.bytes} bytes (older than {self.older_than_days} days)"]
         lines += [f"  {item['prefix']}  {item['bytes']} bytes  {item['age_days']:.1f} days" for item in self.collected]
+        if self.stale_uploads:
+            lines.append(f"{'would abort' if self.dry_run else 'aborted'} {len(self.stale_uploads)} stale multipart upload(s)")
         return "\n".join(lines)
 
 
@@ -86,7 +92,7 @@ def _referenced(datastore: Datastore, cache: StepCache) -> tuple[dict[str, str],
     live = cache.live_keys()
     for key in sorted(live | set(entry_refs)):
         try:
-            entry = cache.get(key)
+            entry = cache.get(key, set_aside=False)
         except ValueError:
             continue
         if entry is None:
@@ -98,10 +104,28 @@ def _referenced(datastore: Datastore, cache: StepCache) -> tuple[dict[str, str],
     return keep, live
 
 
-def collect_garbage(datastore: Datastore, older_than_days: float, dry_run: bool = True, now: float | None = None) -> GcReport:
-    """Delete (or, with ``dry_run``, only list) unreferenced outputs older than ``older_than_days``."""
+def _stale_uploads(datastore: Datastore, report: GcReport, stale_upload_hours: float, now: float) -> None:
+    """Find (and unless dry run, abort) multipart uploads open for longer than ``stale_upload_hours``."""
+    listing = getattr(datastore, "multipart_uploads", None)
+    if listing is None:  # a local datastore has no multipart uploads
+        return
+    for key, upload_id, started in listing(""):
+        age_hours = (now - started) / 3600.0 if started is not None else float("inf")
+        if age_hours >= stale_upload_hours:
+            report.stale_uploads.append({"key": key, "upload_id": upload_id, "age_hours": round(age_hours, 2)})
+    if not report.dry_run:
+        for item in report.stale_uploads:
+            datastore.abort_upload(item["key"], item["upload_id"])
+
+
+def collect_garbage(datastore: Datastore, older_than_days: float, dry_run: bool = True, now: float | None = None,
+                    stale_upload_hours: float = 24.0) -> GcReport:
+    """Delete (or, with ``dry_run``, only list) unreferenced outputs older than ``older_than_days``, and
+    abort multipart uploads open for more than ``stale_upload_hours``."""
     if older_than_days < 0:
         raise ValueError("older_than_days must be >= 0")
+    if stale_upload_hours < 0:
+        raise ValueError("stale_upload_hours must be >= 0")
     now = time.time() if now is None else now
     cache = StepCache(datastore)
     keep, live = _referenced(datastore, cache)
@@ -114,6 +138,7 @@ def collect_garbage(datastore: Datastore, older_than_days: float, dry_run: bool 
         group["files"] += 1
         group["newest"] = max(group["newest"], info.mtime if info.mtime is not None else now)
     report = GcReport(dry_run=dry_run, older_than_days=older_than_days)
+    _stale_uploads(datastore, report, stale_upload_hours, now)
     for prefix, group in sorted(groups.items()):
         age_days = max(0.0, (now - group["newest"]) / 86400.0)
         reason = next(

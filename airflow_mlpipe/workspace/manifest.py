@@ -106,9 +106,12 @@ def commit_output(
     prefix: str,
     progress: Callable[[int], None] | None = None,
     manifest: dict | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> dict:
     """Publish ``local_dir`` at ``prefix``: delete what the prefix held (its manifest
-    with it: the output is "absent" until the end), upload every file, then write the manifest LAST. Returns the manifest. ``manifest`` (from ``build_manifest``) skips rehashing."""
+    with it: the output is "absent" until the end), upload every file, then write the manifest LAST. Returns the manifest. ``manifest`` (from ``build_manifest``) skips rehashing.
+    ``fence`` (e.g. the attempt's lease check) is called before anything is deleted and right before the
+    manifest is written; whatever it raises stops the commit, with the output left absent."""
     prefix = check_prefix(prefix)
     if not prefix:
         raise ValueError("commit_output needs a non-empty prefix")
@@ -118,9 +121,13 @@ def commit_output(
     elif [rel for rel, _ in content] != sorted(manifest["files"]):
         raise WorkspaceError(f"{local_dir} changed after its manifest was built; commit it again")
     items = [(path, join_key(prefix, rel)) for rel, path in content]
+    if fence is not None:
+        fence()
     datastore.delete(join_key(prefix, MANIFEST_NAME))  # absent from here on, even if the next step dies
     datastore.delete_prefix(prefix)
     datastore.upload_many(items, progress)
+    if fence is not None:
+        fence()
     datastore.put_json(join_key(prefix, MANIFEST_NAME), manifest)
     return manifest
 

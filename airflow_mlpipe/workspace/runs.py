@@ -8,22 +8,26 @@ runs/<pipeline>/<run_id>/steps/<step>/attempt-<n>/outputs/      the script's ./o
 outputs/<pipeline>/<run_id>/<step>/<output>/                    step outputs (manifest last)
 ```
 
-``run_id`` in keys is ``safe_id(run_id)``: every character outside ``[A-Za-z0-9._-]`` becomes ``_``.
-The record keeps the original ``run_id``.
+``run_id`` in keys is ``safe_id(run_id)``, an injective mapping: an id made only of ``[A-Za-z0-9._-]``
+stays as it is; any other id keeps a readable form (unsafe characters -> ``_``, at most 96 of them) followed
+by ``-x`` and 16 hex digits of the id's sha256, so ``r:1``, ``r+1`` and ``r_1`` get three folders. An id
+that already looks like that form is hashed too. The run record keeps the original ``run_id``, and
+``open_run`` refuses a second run id on a folder (a collision, or a folder of an older mapping).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from airflow_mlpipe.errors import ConflictError, NotFoundError
+from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
 from airflow_mlpipe.workspace.datastore import Datastore
 from airflow_mlpipe.workspace.manifest import now_iso
 from airflow_mlpipe.workspace.registry import check_name
 
 __all__ = [
+    "DamagedRecordError",
     "RunStore",
     "attempt_prefix",
     "output_prefix",
@@ -32,16 +36,31 @@ __all__ = [
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_HASHED = re.compile(r".*-x[0-9a-f]{16}")
+_READABLE = 96
 
 
 def safe_id(run_id: str) -> str:
-    """``run_id`` as a key segment: every character outside ``[A-Za-z0-9._-]`` becomes ``_``."""
+    """``run_id`` as a key segment, injectively (see the module docstring)."""
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"invalid run id {run_id!r}")
-    safe = _UNSAFE.sub("_", run_id)
-    if safe in (".", ".."):
+    if run_id in (".", ".."):
         raise ValueError(f"invalid run id {run_id!r}")
-    return safe
+    if len(run_id) <= _READABLE and not _UNSAFE.search(run_id) and not _HASHED.fullmatch(run_id):
+        return run_id
+    readable = _UNSAFE.sub("_", run_id)[:_READABLE]
+    return f"{readable}-x{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+class DamagedRecordError(WorkspaceError):
+    """A run record is not valid JSON or not a record: reported, never taken for another run's."""
+
+
+def _iso(epoch: float) -> str:
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def run_prefix(pipeline: str, run_id: str) -> str:
@@ -79,9 +98,25 @@ class RunStore:
 
     def open_run(self, pipeline: str, run_id: str, doc: dict) -> bool:
         """Create the run record unless it exists (the first step of a run writes it; the others, which
-        may start at the same time, leave it as it is). True if this call created it."""
+        may start at the same time, leave it as it is). True if this call created it.
+
+        Raises ConflictError if the run's folder belongs to another run id: two runs never share a folder."""
+        key = self._run_key(pipeline, run_id)
         record = {"created": now_iso(), **doc, "pipeline": pipeline, "run_id": run_id}
-        return self.datastore.create_json(self._run_key(pipeline, run_id), record)
+        if self.datastore.create_json(key, record):
+            return True
+        try:
+            existing = self.datastore.get_json_or_none(key)
+        except WorkspaceError:
+            existing = None  # a damaged record is reported by `mlpipe runs`; it names no other run
+        owner = existing.get("run_id") if isinstance(existing, dict) else None
+        if isinstance(owner, str) and owner != run_id:
+            raise ConflictError(
+                f"run {run_id!r} of pipeline {pipeline!r} maps to the workspace folder "
+                f"{self.datastore.uri_for(run_prefix(pipeline, run_id))}, which already holds run {owner!r}; "
+                "refusing to share it. Trigger the run with another run id, or move the old folder away"
+            )
+        return False
 
     def update_run(self, pipeline: str, run_id: str, changes: dict) -> dict:
         """Merge ``changes`` (top-level keys) into the run record, compare-and-swap; creates it if absent."""
@@ -100,7 +135,22 @@ class RunStore:
         return record
 
     def get_step(self, pipeline: str, run_id: str, step: str) -> dict | None:
-        return self.datastore.get_json_or_none(self._step_key(pipeline, run_id, step))
+        """The step record, or None when it is missing or damaged (a damaged one is never trusted)."""
+        doc, _ = self._read(self._step_key(pipeline, run_id, step))
+        return doc
+
+    def _read(self, key: str) -> tuple[dict | None, str | None]:
+        """(record, None), (None, None) when absent, or (None, why) when the record is damaged: a damaged
+        record is reported where it is listed, never a failure that spreads to the other runs."""
+        try:
+            doc = self.datastore.get_json_or_none(key)
+        except WorkspaceError as exc:  # not JSON (truncated, overwritten...)
+            return None, str(exc)
+        if doc is None:
+            return None, None
+        if not isinstance(doc, dict):
+            return None, f"{self.datastore.uri_for(key)} holds a JSON {type(doc).__name__}, not a record"
+        return doc, None
 
     def read_result(self, pipeline: str, run_id: str, step: str, attempt: int) -> dict | None:
         """The runtime's ``result.json`` for one attempt (None if it wrote none)."""
@@ -108,18 +158,30 @@ class RunStore:
 
     def get_run(self, pipeline: str, run_id: str) -> dict:
         """The run record with ``steps``: {step name: step record}."""
-        doc = self.datastore.get_json_or_none(self._run_key(pipeline, run_id))
-        if not isinstance(doc, dict):
+        key = self._run_key(pipeline, run_id)
+        doc, damage = self._read(key)
+        if damage is not None:
+            raise DamagedRecordError(
+                f"the record of run {run_id!r} of pipeline {pipeline!r} is damaged: {damage}. Repair or remove "
+                f"{self.datastore.uri_for(key)}; the other runs are not affected"
+            )
+        if doc is None:
             raise NotFoundError(f"run {run_id!r} of pipeline {pipeline!r} is not recorded in {self.datastore.uri}")
+        return {**doc, "steps": self._steps(pipeline, run_id)}
+
+    def _steps(self, pipeline: str, run_id: str) -> dict[str, dict]:
+        """The step records of a run; a damaged one appears as ``{"status": "damaged", "error": why}``."""
         base = f"{run_prefix(pipeline, run_id)}/steps/"
         steps = {}
         for info in self.datastore.list(base):
             rest = info.key[len(base) :]
             if "/" not in rest and rest.endswith(".json"):
-                step_doc = self.datastore.get_json_or_none(info.key)
-                if isinstance(step_doc, dict):
+                step_doc, damage = self._read(info.key)
+                if damage is not None:
+                    step_doc = {"status": "damaged", "error": damage}
+                if step_doc is not None:
                     steps[rest.removesuffix(".json")] = step_doc
-        return {**doc, "steps": steps}
+        return steps
 
     def pipelines(self) -> list[str]:
         return self.datastore.list_dirs("runs")
@@ -127,11 +189,20 @@ class RunStore:
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[dict]:
         """Run records (without steps), newest first (by ``started``, else ``created``)."""
         pipelines = [check_name(pipeline, "pipeline name")] if pipeline else self.pipelines()
-        keys = [f"runs/{p}/{rid}/run.json" for p in pipelines for rid in self.datastore.list_dirs(f"runs/{p}")]
-        if not keys:
+        folders = [(p, rid) for p in pipelines for rid in self.datastore.list_dirs(f"runs/{p}")]
+        if not folders:
             return []
-        with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-            docs = [d for d in pool.map(self.datastore.get_json_or_none, keys) if isinstance(d, dict)]
+        with ThreadPoolExecutor(max_workers=min(8, len(folders))) as pool:
+            read = list(pool.map(lambda f: self._read(f"runs/{f[0]}/{f[1]}/run.json"), folders))
+        docs = []
+        for (p, folder), (doc, damage) in zip(folders, read, strict=True):
+            if damage is not None:  # listed as damaged (folder name for the run id), the others still listed
+                key = f"runs/{p}/{folder}/run.json"
+                mtime = next((o.mtime for o in self.datastore.list(key) if o.key == key), None)
+                started = now_iso() if mtime is None else _iso(mtime)
+                docs.append({"pipeline": p, "run_id": folder, "damaged": damage, "started": started})
+            elif doc is not None:
+                docs.append(doc)
 
         def when(doc: dict) -> str:
             return str(doc.get("started") or doc.get("created") or "")
@@ -144,7 +215,10 @@ class RunStore:
         safe = safe_id(run_id)
         for pipeline in self.pipelines():
             key = f"runs/{pipeline}/{safe}/run.json"
-            doc: Any = self.datastore.get_json_or_none(key)
-            if isinstance(doc, dict) and doc.get("run_id", run_id) == run_id:
+            doc, damage = self._read(key)
+            if damage is not None:
+                raise DamagedRecordError(f"the record of run {run_id!r} in pipeline {pipeline!r} is damaged: "
+                                         f"{damage}. Repair or remove {self.datastore.uri_for(key)}")
+            if doc is not None and doc.get("run_id", run_id) == run_id:
                 return self.get_run(pipeline, run_id)
         raise NotFoundError(f"no pipeline recorded run {run_id!r} in {self.datastore.uri}")

@@ -185,6 +185,40 @@ class S3Datastore(Datastore):
                 modified = obj.get("LastModified")
                 yield ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), modified.timestamp() if modified else None)
 
+    def multipart_uploads(self, prefix: str) -> Iterator[tuple[str, str, float | None]]:
+        """(key, upload id, initiated epoch seconds) of each multipart upload still open under ``prefix``."""
+        kwargs = {"Bucket": self.bucket, "Prefix": self._p(prefix)}
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(**kwargs):
+                for upload in page.get("Uploads", ()):
+                    started = upload.get("Initiated")
+                    yield self._rel(upload["Key"]), upload["UploadId"], started.timestamp() if started else None
+        except self._boto_errors() as exc:
+            raise self._fail("list the multipart uploads under", prefix, exc) from exc
+
+    def abort_multipart_uploads(self, prefix: str, older_than: float | None = None) -> int:
+        """Abort the multipart uploads open under ``prefix`` (only those started more than ``older_than``
+        seconds ago, when given): a killed writer leaves its parts billed and invisible otherwise.
+        Returns how many were aborted."""
+        import time
+
+        aborted = 0
+        for key, upload_id, started in list(self.multipart_uploads(prefix)):
+            if older_than is not None and started is not None and time.time() - started < older_than:
+                continue
+            aborted += self.abort_upload(key, upload_id)
+        return aborted
+
+    def abort_upload(self, key: str, upload_id: str) -> bool:
+        """Abort one multipart upload; False if it had already ended."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(key), UploadId=upload_id)
+        except self._boto_errors() as exc:
+            if _error_code(exc) in ("NoSuchUpload", "404"):  # finished or aborted meanwhile
+                return False
+            raise self._fail("abort the multipart upload of", key, exc) from exc
+        return True
+
     def list_dirs(self, prefix: str) -> list[str]:
         base = self._p(prefix)
         names = []

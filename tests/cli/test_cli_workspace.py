@@ -284,3 +284,23 @@ def test_importing_the_cli_imports_no_airflow():
             "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith(('airflow.', 'boto3'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_runs_list_reports_a_damaged_record_and_lists_the_others(runner, ws, ws_dir, tmp_path):
+    """A corrupt run record is reported as damaged; `mlpipe runs list` still lists every other run."""
+    from airflow_mlpipe.workspace.runs import run_prefix
+
+    record_run(ws, tmp_path, "quick", "r1", started=1_767_225_600)
+    record_run(ws, tmp_path, "quick", "r2", started=1_767_312_000)
+    record_run(ws, tmp_path, "quick", "r3", started=1_767_398_400)
+    ws.datastore.write_bytes(f"{run_prefix('quick', 'r2')}/run.json", b'{"run_id": "r2", "pip')
+
+    listed = invoke(runner, ws_dir, "runs", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "r1" in listed.output and "r3" in listed.output
+    assert "damaged record quick/r2" in listed.output and "not valid JSON" in listed.output
+    rows = json.loads(invoke(runner, ws_dir, "runs", "list", "--json").stdout)["runs"]
+    assert sorted((r["run_id"], r["status"]) for r in rows) == [("r1", "succeeded"), ("r2", "damaged"),
+                                                                 ("r3", "succeeded")]
+    shown = invoke(runner, ws_dir, "runs", "show", "r2", "-p", "quick")
+    assert shown.exit_code != 0 and "damaged" in shown.output and "Traceback" not in shown.output

@@ -9,13 +9,16 @@ from airflow_mlpipe.workspace.runs import attempt_prefix, output_prefix, safe_id
 
 
 def test_safe_id():
-    assert safe_id("manual__2026-01-02T03:04:05.123+00:00") == "manual__2026-01-02T03_04_05.123_00_00"
-    assert safe_id("a/b c") == "a_b_c"
+    # readable, then a hash of the original id (tests/workspace/test_run_isolation.py: injective)
+    assert safe_id("manual__2026-01-02T03:04:05.123+00:00").startswith("manual__2026-01-02T03_04_05.123_00_00-x")
+    assert safe_id("a/b c").startswith("a_b_c-x")
+    assert safe_id("plain_id-1.2") == "plain_id-1.2"
     for bad in ("", "..", "."):
         with pytest.raises(ValueError):
             safe_id(bad)
-    assert output_prefix("p", "r:1", "train", "model") == "outputs/p/r_1/train/model"
-    assert attempt_prefix("p", "r:1", "train", 2) == "runs/p/r_1/steps/train/attempt-2"
+    folder = safe_id("r:1")
+    assert output_prefix("p", "r:1", "train", "model") == f"outputs/p/{folder}/train/model"
+    assert attempt_prefix("p", "r:1", "train", 2) == f"runs/p/{folder}/steps/train/attempt-2"
 
 
 def test_run_records(workspace):
