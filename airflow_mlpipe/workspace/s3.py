@@ -183,7 +183,8 @@ class S3Datastore(Datastore):
         for page in self._pages(prefix):
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")
-                yield ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), modified.timestamp() if modified else None)
+                yield ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), modified.timestamp() if modified else None,
+                                 obj.get("ETag"))
 
     def list_dirs(self, prefix: str) -> list[str]:
         base = self._p(prefix)
