@@ -21,8 +21,10 @@ Imports only the standard library (the step runtime ships this file into python3
 
 from __future__ import annotations
 
+import array
 import datetime
 import hashlib
+import itertools
 import json
 import pathlib
 import tempfile
@@ -179,11 +181,18 @@ def check_output(datastore: Datastore, prefix: str, expected_digest: str | None 
 
 def fingerprint_summary(kind: str, fingerprints: dict[str, list | None]) -> str | None:
     """One value standing for every fingerprint below a prefix (its manifest's included): ``kind:sha256`` of
-    the sorted (path, fingerprint) pairs. None if a fingerprint is missing (a file too recent to trust)."""
-    items = sorted(fingerprints.items())
-    if any(fp is None for _, fp in items):
+    the paths and their fingerprints, in the store's listing order (S3: by key; local: directory order, which
+    changes only with the folder: a new order is a mismatch, which the exact check then clears). None if a
+    fingerprint is missing (a file too recent to trust)."""
+    values = list(fingerprints.values())
+    if None in values:
         return None
-    return f"{kind}:{hashlib.sha256(json.dumps(items, separators=(',', ':')).encode()).hexdigest()}"
+    digest = hashlib.sha256("\0".join(fingerprints).encode("utf-8", "surrogateescape"))
+    try:  # local stats are integers: packed in C, no per-file Python work
+        digest.update(array.array("q", itertools.chain.from_iterable(values)).tobytes())
+    except (TypeError, OverflowError):  # ETags, or an integer beyond 64 bits
+        digest.update(json.dumps(values, separators=(",", ":")).encode())
+    return f"{kind}:{digest.hexdigest()}"
 
 
 def output_problems(datastore: Datastore, prefix: str, digest: str, summary: str | None = None) -> list[str]:
