@@ -108,7 +108,7 @@ class MlpipeMergeOperator(BaseOperator):
         return resolve.xcom_value(self.step, reused, key, origin, outputs, metrics, registered, ws)
 
     def _merge(self, ws: Any, pipeline: str, run_id: str, name: str, parts: list[dict]) -> dict[str, Any]:
-        from airflow_mlpipe.workspace.manifest import MANIFEST_NAME, make_manifest, read_manifest
+        from airflow_mlpipe.workspace.manifest import check_output, make_manifest, seal_output
 
         template = self.outputs[name].get("destination") or resolve.DEFAULT_DESTINATION
         dest = template.format(pipeline=pipeline, run_id=resolve.safe_id(run_id), step=self.step, output=name)
@@ -118,14 +118,14 @@ class MlpipeMergeOperator(BaseOperator):
         files: dict[str, dict] = {}
         for index, part in enumerate(parts):
             src = part["outputs"][name]["key"]
-            manifest = read_manifest(ds, src)
-            if manifest is None:
-                raise StepFailed(f"partition {index} of {self.step!r}: output {name!r} at {src} has no manifest")
+            manifest, problems = check_output(ds, src, part["outputs"][name]["digest"])
+            if problems:
+                raise StepFailed(f"partition {index} of {self.step!r}: output {name!r} at {ds.uri_for(src)} no longer "
+                                 f"holds what the partition committed: {'; '.join(problems)}; run the step again")
             for path, meta in manifest["files"].items():
                 target = f"p{index:05d}/{path}"
                 ds.copy(f"{src}/{path}", f"{dest}/{target}")
                 files[target] = meta
-        manifest = make_manifest(files)
-        ds.put_json(f"{dest}/{MANIFEST_NAME}", manifest)  # last: the merged output exists from here on
+        manifest = seal_output(ds, dest, make_manifest(files))  # last: the merged output exists from here on
         return {"key": dest, "uri": ds.uri_for(dest), "digest": manifest["digest"],
                 "size": manifest.get("size", 0), "files": len(files)}

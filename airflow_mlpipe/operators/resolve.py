@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed
+from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed, WorkspaceError
 
 DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
 
@@ -103,24 +103,44 @@ def check_workspace_path(name: str, value: Any) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def _digest_of_path(ws: Any, key: str) -> tuple[str, str]:
-    """(kind, digest) of a workspace path: a committed output (its manifest digest), a file (sha256 of its
-    bytes) or a folder without manifest (digest over its files' names and contents)."""
-    from airflow_mlpipe.workspace.manifest import read_manifest
+def _content_input(ws: Any, key: str, source: str, recorded: str | None = None) -> dict[str, Any] | None:
+    """A committed output used as an input, identified by what its files really hold (None: no manifest).
 
-    manifest = read_manifest(ws.datastore, key)
-    if manifest is not None:
-        return "dir", manifest["digest"]
+    If the files still hold what their manifest says: kind ``dir`` and the manifest's digest. If not (a file
+    changed, added or deleted since the commit): kind ``folder`` and the digest of the real files, so the key
+    follows the bytes the step will read. ``recorded`` is the digest the producer recorded: a manifest with
+    another digest (committed again by someone else) is named in ``source``, as is any change."""
+    from airflow_mlpipe.workspace.manifest import check_output, content_manifest
+
+    manifest, problems = check_output(ws.datastore, key)
+    if manifest is None:
+        return None
+    if problems:
+        inp = {"key": key, "kind": "folder", "digest": content_manifest(ws.datastore, key)["digest"]}
+    else:
+        inp = {"key": key, "kind": "dir", "digest": manifest["digest"]}
+    if recorded is not None and manifest["digest"] != recorded:
+        problems = [f"its manifest was rewritten: it holds digest {manifest['digest'][:12]}, "
+                    f"the producer recorded {recorded[:12]}", *problems]
+    return {**inp, "source": f"{source} ({'; '.join(problems)})" if problems else source}
+
+
+def _digest_of_path(ws: Any, key: str, source: str) -> dict[str, Any]:
+    """A workspace path as an input: a committed output (``_content_input``), a file (sha256 of its bytes) or a
+    folder without manifest (kind ``folder``: the digest a manifest of its files would have)."""
+    from airflow_mlpipe.workspace.manifest import content_manifest
+
+    committed = _content_input(ws, key, source)
+    if committed is not None:
+        return committed
     if ws.datastore.exists(key):
-        return "file", hashlib.sha256(ws.datastore.read_bytes(key)).hexdigest()
-    entries = sorted(ws.datastore.list(key.rstrip("/") + "/"), key=lambda o: o.key)
-    if not entries:
-        raise NotFoundError(f"nothing at workspace path {key!r} ({ws.datastore.uri_for(key)})")
-    outer = hashlib.sha256()
-    for obj in entries:
-        outer.update(obj.key[len(key) :].encode() + b"\0")
-        outer.update(hashlib.sha256(ws.datastore.read_bytes(obj.key)).digest())
-    return "dir", outer.hexdigest()
+        return {"key": key, "kind": "file", "digest": hashlib.sha256(ws.datastore.read_bytes(key)).hexdigest(),
+                "source": source}
+    try:
+        digest = content_manifest(ws.datastore, key)["digest"]
+    except NotFoundError as exc:
+        raise NotFoundError(f"nothing at workspace path {key!r} ({ws.datastore.uri_for(key)})") from exc
+    return {"key": key, "kind": "folder", "digest": digest, "source": source}
 
 
 def _version_input(version: Any, source: str) -> dict[str, Any]:
@@ -145,24 +165,29 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
         record = ws.runs.get_step(op.pipeline or op.dag_id, context["dag_run"].run_id, step)
         if record and record.get("status") == "succeeded" and output in (record.get("outputs") or {}):
             out = record["outputs"][output]
-            return {"key": out["key"], "kind": "dir", "digest": out["digest"], "source": f"{step}.{output}"}
-        task_id = op.step_task_ids.get(step, step)
-        upstream = context["ti"].xcom_pull(task_ids=task_id)
-        if not upstream or output not in (upstream.get("outputs") or {}):
+        else:
+            task_id = op.step_task_ids.get(step, step)
+            upstream = context["ti"].xcom_pull(task_ids=task_id)
+            if not upstream or output not in (upstream.get("outputs") or {}):
+                raise StepFailed(
+                    f"input {name!r} of step {op.task_id!r}: upstream step {step!r} (task {task_id!r}) "
+                    f"left no output {output!r}; did it run in this DAG run?"
+                )
+            out = upstream["outputs"][output]
+        found = _content_input(ws, out["key"], f"{step}.{output}", out["digest"])
+        if found is None:
             raise StepFailed(
-                f"input {name!r} of step {op.task_id!r}: upstream step {step!r} (task {task_id!r}) "
-                f"left no output {output!r}; did it run in this DAG run?"
+                f"input {name!r} of step {op.task_id!r}: the output {output!r} of step {step!r} is gone from "
+                f"{ws.datastore.uri_for(out['key'])} (no manifest); run {step!r} again (regenerate_outputs)"
             )
-        out = upstream["outputs"][output]
-        return {"key": out["key"], "kind": "dir", "digest": out["digest"], "source": f"{step}.{output}"}
+        return found
     if parsed.kind == "param":
         pname = parsed.name
         value = params.get(pname)
         ptype = op.param_types.get(pname, "dataset")
         if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
             key = check_workspace_path(pname, value)
-            kind, digest = _digest_of_path(ws, key)
-            return {"key": key, "kind": kind, "digest": digest, "source": f"params.{pname}={key}"}
+            return _digest_of_path(ws, key, f"params.{pname}={key}")
         return resolve_registered(ws, name, str(value), f"params.{pname}=")
     return resolve_registered(ws, name, parsed.raw, "")
 
@@ -175,6 +200,17 @@ def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, A
             version = ws.datasets.resolve(ref)
     except NotFoundError as exc:
         raise NotFoundError(f"input {name!r}: {exc}") from exc
+    from airflow_mlpipe.workspace.manifest import check_output
+
+    _, problems = check_output(ws.datastore, version.key, version.digest)
+    if problems:
+        # Refused, not rehashed: a version is immutable, and its digest is what runs, lineage and the
+        # registry's digest index say it holds. Using other bytes under its name would make all of them lie.
+        raise WorkspaceError(
+            f"input {name!r}: {version.kind[:-1]} {version.name!r} version {version.version} "
+            f"({ws.datastore.uri_for(version.key)}) no longer holds what was registered: {'; '.join(problems)}. "
+            "Restore its files, or register the data as a new version and use that"
+        )
     return _version_input(version, f"{prefix}{ref}")
 
 
@@ -374,7 +410,8 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
         "script": op.script,
         "argv": plan.argv,
         "params": dict(plan.components["params"]),
-        "inputs": {name: {"key": inp["key"], "kind": inp["kind"]} for name, inp in plan.inputs.items()},
+        "inputs": {name: {"key": inp["key"], "kind": inp["kind"], "digest": inp["digest"]}
+                   for name, inp in plan.inputs.items()},
         "outputs": {name: {"key": out["key"]} for name, out in plan.outputs.items()},
         "result_key": f"{prefix}/result.json",
         "kept_outputs_key": f"{prefix}/outputs",

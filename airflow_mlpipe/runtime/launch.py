@@ -4,7 +4,8 @@ Standard library only. Reads the launch context from ``MLPIPE_CONTEXT`` (docs/in
 from the current directory (a fresh scratch directory):
 
 1. unpacks the snapshot (unless ``snapshot`` is null: local compute pre-unpacked it);
-2. materialises inputs (in place for a local datastore, else downloaded under ./.mlpipe/inputs);
+2. materialises inputs: read-only copies under ./.mlpipe/inputs (downloaded, or copied from a local datastore),
+   checked against the digest the cache key used;
 3. creates one empty directory per output (./.mlpipe/outputs/NAME);
 4. runs the script with ``runpy.run_path`` and ``sys.argv = [script, *argv]``;
 5. on success uploads each output with its manifest last, and ./outputs to ``kept_outputs_key``;

@@ -4,7 +4,7 @@ Standard library only (plus whatever the datastore backend imports lazily: boto3
 Layout below the step's cwd (docs/internals.md, "Launch context"):
 
     ./                      the unpacked snapshot (the script and its neighbours)
-    ./.mlpipe/inputs/NAME   a downloaded input (only when the datastore is not local)
+    ./.mlpipe/inputs/NAME   a read-only copy of each input (downloaded, or copied from a local datastore)
     ./.mlpipe/outputs/NAME  an empty directory per declared output
     ./outputs/              kept after the run (uploaded to ``kept_outputs_key``)
 """
@@ -88,45 +88,71 @@ def _safe_member(member: tarfile.TarInfo, dest_dir: pathlib.Path) -> tarfile.Tar
 
 
 # -- inputs -----------------------------------------------------------------------------------
+INPUT_KINDS = ("dir", "folder", "file")
+
+
 def materialise_inputs(datastore: Any, inputs: dict[str, Any], workdir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """name -> local path. A local datastore's path is used in place; otherwise the input is
-    downloaded under ``./.mlpipe/inputs/NAME`` (a ``file`` input keeps its file name there)."""
+    """name -> a read-only local copy under ``./.mlpipe/inputs/NAME``, whatever the datastore (a local one
+    too: a script that writes to its input must not change committed data, and as root file modes would not
+    stop it; the copies are 0444 as a signal to other users). Kinds: ``dir`` (a committed output: the files
+    its manifest lists), ``folder`` (every file below a prefix without manifest), ``file`` (keeps its name).
+
+    ``digest`` (what the operator's cache key used) is checked against the copy: cheaply for a ``dir``
+    whose source still verifies against its manifest after the copy, by hashing the copy otherwise."""
     paths: dict[str, pathlib.Path] = {}
     for name, spec in sorted((inputs or {}).items()):
         key = str(spec.get("key") or "").strip("/")
         kind = spec.get("kind", "dir")
         if not key:
             raise RuntimeStepError(f"input {name!r} has no key in the launch context")
-        if kind not in ("dir", "file"):
-            raise RuntimeStepError(f"input {name!r}: kind must be 'dir' or 'file', got {kind!r}")
-        if kind == "dir":
-            from airflow_mlpipe.workspace.manifest import read_manifest
-
-            if read_manifest(datastore, key) is None:
-                raise RuntimeStepError(
-                    f"input {name!r}: {datastore.uri_for(key)} has no {MANIFEST_NAME}, so it does not exist "
-                    "(the step that writes it did not finish); run the producing step again"
-                )
-        elif not datastore.exists(key):
-            raise RuntimeStepError(f"input {name!r}: {datastore.uri_for(key)} does not exist")
-        local = datastore.local_path(key)
-        if local is not None and local.exists():
-            paths[name] = local
-            continue
+        if kind not in INPUT_KINDS:
+            raise RuntimeStepError(f"input {name!r}: kind must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
         dest = workdir / STATE_DIR / "inputs" / name
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        if kind == "dir":
-            from airflow_mlpipe.workspace.manifest import download_output
+        paths[name] = _copy_input(datastore, name, key, kind, spec.get("digest"), dest)
+        for folder, _, files in os.walk(dest):
+            for file in files:
+                os.chmod(os.path.join(folder, file), 0o444)
+    return paths
 
-            download_output(datastore, key, dest)  # only the files its manifest lists
-            paths[name] = dest
+
+def _copy_input(datastore: Any, name: str, key: str, kind: str, digest: str | None, dest: pathlib.Path) -> pathlib.Path:
+    from airflow_mlpipe.errors import NotFoundError
+    from airflow_mlpipe.workspace.manifest import build_manifest, download_output, hash_file, verify_content
+
+    where = datastore.uri_for(key)
+    try:
+        if kind == "dir":
+            try:
+                manifest = download_output(datastore, key, dest)  # only the files its manifest lists
+            except NotFoundError as exc:
+                raise RuntimeStepError(
+                    f"input {name!r}: {where} has no {MANIFEST_NAME}, so it does not exist (the step that writes "
+                    "it did not finish); run the producing step again"
+                ) from exc
+            expected = digest or manifest["digest"]
+            if manifest["digest"] == expected and not verify_content(datastore, key, manifest):
+                return dest  # the source still holds its manifest's content after the copy: so does the copy
+            real, target = build_manifest(dest)["digest"], dest
+        elif kind == "folder":
+            if not datastore.download_dir(key, dest):
+                raise RuntimeStepError(f"input {name!r}: nothing at {where}")
+            (dest / MANIFEST_NAME).unlink(missing_ok=True)  # metadata, never content (a stale one, here)
+            real, target = (build_manifest(dest)["digest"] if digest else None), dest
         else:
             target = dest / posixpath.basename(key)
             datastore.download_file(key, target)
-            paths[name] = target
-    return paths
+            real = hash_file(target) if digest else None
+    except NotFoundError as exc:
+        raise RuntimeStepError(f"input {name!r}: {where} does not exist ({exc})") from exc
+    if digest and real != digest:
+        raise RuntimeStepError(
+            f"input {name!r}: {where} does not hold what the step was keyed on (digest {digest[:12]}, found "
+            f"{str(real)[:12]}): it changed after the step was planned; run the step again"
+        )
+    return target
 
 
 # -- outputs ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The step cache (DESIGN.md section 5; docs/internals.md "Cache key").
 
 ```
-cache/entries/<key>.json          {key, pipeline, step, components, outputs, metrics, run, created}
+cache/entries/<key>.json          {key, pipeline, step, components, outputs, metrics, run, created, fingerprints}
 cache/latest/<pipeline>/<step>.json   {key, components, created, run}: the step's last entry
 cache/unnamed/<sha>.json          {key, pipeline, step}: the last entry with these components but
                                   the step's name (so a renamed step's miss can say so)
@@ -15,7 +15,10 @@ table: docs/reuse.md "Key components"): ``{"step": {"name", "script", "argv", "i
 ``{"sha256": ..., "files": {path: sha256}}``; with a plain sha the file lists come from the snapshot
 sidecars (``snapshots/<sha>.json``), so ``explain`` can name the files that changed.
 
-A hit is used only if every output's manifest still exists with the recorded digest.
+A hit is used only if every output still holds what was recorded: its manifest exists with the recorded
+digest and the files are still those the manifest lists (``manifest.output_problems``). The entry keeps, per
+output, in ``fingerprints``, a summary of the store's fingerprints taken when the entry was committed and
+the content verified: if they still sum up to it, the lookup reads no manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from typing import Any
 
 from airflow_mlpipe.errors import WorkspaceError
 from airflow_mlpipe.workspace.datastore import Datastore
-from airflow_mlpipe.workspace.manifest import canonical_json, now_iso, read_manifest, verify_output
+from airflow_mlpipe.workspace.manifest import (
+    canonical_json,
+    fingerprint_summary,
+    now_iso,
+    output_problems,
+    read_manifest,
+    verify_content,
+)
 from airflow_mlpipe.workspace.registry import check_name
 from airflow_mlpipe.workspace.snapshot import read_snapshot_files
 
@@ -72,6 +82,7 @@ class CacheEntry:
     metrics: dict
     run: dict
     created: str
+    fingerprints: dict = dataclasses.field(default_factory=dict)  # {output name: fingerprint summary}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,7 +91,7 @@ class CacheEntry:
     def from_dict(cls, doc: dict) -> CacheEntry:
         fields = {f.name for f in dataclasses.fields(cls)}
         data = {k: doc.get(k) for k in fields}
-        for name in ("components", "outputs", "metrics", "run"):
+        for name in ("components", "outputs", "metrics", "run", "fingerprints"):
             data[name] = data[name] or {}
         return cls(**data)
 
@@ -152,16 +163,20 @@ class StepCache:
         self.damaged[key] = f"the cache entry was damaged ({why}) and was set aside as {where}"
         _log.warning("step cache: %s; the step runs again", self.damaged[key])
 
-    def stale_outputs(self, entry: CacheEntry) -> list[str]:
-        """Names of the entry's outputs whose manifest is missing or has another digest."""
-        return [
-            name
-            for name, out in sorted(entry.outputs.items())
-            if not isinstance(out, dict) or not verify_output(self.datastore, out.get("key", ""), out.get("digest"))
-        ]
+    def stale_outputs(self, entry: CacheEntry) -> dict[str, list[str]]:
+        """{output name: why it no longer holds what the entry recorded} for each such output ({}: none)."""
+        stale = {}
+        for name, out in sorted(entry.outputs.items()):
+            if not isinstance(out, dict) or not out.get("key") or not out.get("digest"):
+                stale[name] = ["the cache entry does not record it"]
+                continue
+            problems = output_problems(self.datastore, out["key"], out["digest"], entry.fingerprints.get(name))
+            if problems:
+                stale[name] = problems
+        return stale
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """The entry for ``key`` if it exists and every output it names is still committed, else None."""
+        """The entry for ``key`` if it exists and every output it names still holds what it recorded, else None."""
         entry = self.get(key)
         if entry is None or self.stale_outputs(entry):
             return None
@@ -181,16 +196,13 @@ class StepCache:
         (manifest present with the given digest). Writes the entry, then the step's ``latest`` pointer."""
         if cache_key(components) != _check_key(key):
             raise ValueError("cache key does not match its components: compute it with cache_key(components)")
+        fingerprints = {}
         for name, out in outputs.items():
             if not isinstance(out, dict) or "key" not in out or "digest" not in out:
                 raise ValueError(f"output {name!r} must be a dict with 'key' and 'digest'")
-            manifest = read_manifest(self.datastore, out["key"])
-            if manifest is None or manifest.get("digest") != out["digest"]:
-                raise WorkspaceError(
-                    f"output {name!r} of step {step!r} is not committed at {self.datastore.uri_for(out['key'])} "
-                    "with that digest; commit the output before the cache entry"
-                )
-        entry = CacheEntry(key, pipeline, step, components, dict(outputs), dict(metrics or {}), dict(run or {}), now_iso())
+            fingerprints[name] = self._verified_summary(step, name, out)
+        entry = CacheEntry(key, pipeline, step, components, dict(outputs), dict(metrics or {}), dict(run or {}),
+                           now_iso(), fingerprints)
         latest = self.latest_key(pipeline, step)
         self.datastore.put_json(self.entry_key(key), entry.to_dict())
         self.datastore.put_json(latest, {"key": key, "components": components, "created": entry.created, "run": entry.run})
@@ -198,6 +210,25 @@ class StepCache:
         if unnamed:
             self.datastore.put_json(unnamed, {"key": key, "pipeline": pipeline, "step": step})
         return entry
+
+    def _verified_summary(self, step: str, name: str, out: dict) -> str | None:
+        """Check that output ``name`` is committed with its digest and still holds its content; return the
+        summary of the store's fingerprints below it, taken first (settled), for fast lookups (None if some
+        file is too recent to trust)."""
+        current = self.datastore.fingerprints(out["key"], settle=True)
+        manifest = read_manifest(self.datastore, out["key"])
+        if manifest is None or manifest.get("digest") != out["digest"]:
+            raise WorkspaceError(
+                f"output {name!r} of step {step!r} is not committed at {self.datastore.uri_for(out['key'])} "
+                "with that digest; commit the output before the cache entry"
+            )
+        problems = verify_content(self.datastore, out["key"], manifest, current)
+        if problems:
+            raise WorkspaceError(
+                f"output {name!r} of step {step!r} at {self.datastore.uri_for(out['key'])} changed after it was "
+                f"committed ({'; '.join(problems)}); run the step again"
+            )
+        return fingerprint_summary(self.datastore.fingerprint_kind, current)
 
     def latest(self, pipeline: str, step: str) -> dict | None:
         """The step's last entry pointer; None when absent or damaged (the next commit rewrites it)."""
@@ -229,15 +260,15 @@ class StepCache:
         for name in sorted((set(old) | set(components)) - known):
             if old.get(name) != components.get(name):
                 reasons.append(f"{name} changed")
-        if not reasons:
-            key = cache_key(components)
-            entry = self.get(key)
-            if key in self.damaged:
-                reasons.append(self.damaged[key])
-            elif entry is None:
-                reasons.append("same components, but the cache entry is gone")
-            else:
-                reasons.extend(f"output {name} of the previous run was deleted or changed" for name in self.stale_outputs(entry))
+        key = cache_key(components)
+        entry = self.get(key)
+        if key in self.damaged:
+            return [*reasons, self.damaged[key]] if reasons else [self.damaged[key]]
+        stale = self.stale_outputs(entry) if entry is not None else {}
+        if stale:  # these very components have an entry: its outputs, not the differences above, are why
+            return [f"output {name}: {problem}" for name, problems in stale.items() for problem in problems]
+        if not reasons and entry is None:
+            reasons.append("same components, but the cache entry is gone")
         return reasons
 
     def _renamed(self, components: dict) -> dict | None:

@@ -15,7 +15,10 @@ Contract (implemented by LocalDatastore and S3Datastore):
 - get_json_with_etag / put_json_if (compare-and-swap; S3: IfMatch / IfNoneMatch, local: a lock file)
 - upload_file / download_file / upload_dir / download_dir / upload_many / download_many
   (S3: boto3 transfer manager, multipart + concurrency; small files on a thread pool)
-- local_path(key) -> pathlib.Path | None  (a real path on this machine: in-place use of inputs)
+- local_path(key) -> pathlib.Path | None  (a real path on this machine)
+- fingerprints(prefix, settle=False) -> {relative path: fingerprint}: what the store cheaply knows of each
+  object, to tell later whether it changed (``fingerprint_kind`` names the sort: ``stat`` = [size,
+  mtime_ns, inode, ctime_ns] of a local file, ``etag`` = [size, ETag] of an S3 object)
 
 Missing keys raise ``NotFoundError``; other storage failures raise ``WorkspaceError``.
 """
@@ -29,6 +32,7 @@ import json
 import os
 import pathlib
 import shutil
+import stat
 import time
 import urllib.parse
 import uuid
@@ -52,6 +56,10 @@ Progress = Callable[[int], None]
 MB = 1024 * 1024
 # Files whose basename starts with this are the datastore's own (temp files, locks): never listed.
 _INTERNAL = ".mlpipe-"
+# Racy-clean margin: a local fingerprint is trusted only if it was taken this long after the file's ctime,
+# more than the kernel's timestamp granularity (one tick, 1-10 ms), so any later change gets a newer ctime.
+RACY_MARGIN_NS = 20_000_000
+_S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,7 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float | None = None  # seconds since the epoch (last modification), when the backend knows it
+    etag: str | None = None  # the object's ETag, when the backend has one (S3)
 
 
 def check_key(key: str) -> str:
@@ -118,6 +127,7 @@ class Datastore(abc.ABC):
     """A place to keep bytes under keys. ``uri`` is the root (file:///abs/dir or s3://bucket/prefix)."""
 
     uri: str
+    fingerprint_kind = "etag"
 
     @abc.abstractmethod
     def read_bytes(self, key: str) -> bytes: ...
@@ -217,6 +227,13 @@ class Datastore(abc.ABC):
             self.delete(key)
         return len(keys)
 
+    def fingerprints(self, prefix: str, settle: bool = False) -> dict[str, list | None]:
+        """{path relative to ``prefix``: [size, etag]} of every object below ``prefix`` (one listing).
+        ``settle`` matters only for local files."""
+        prefix = check_prefix(prefix)
+        cut = len(prefix) + 1 if prefix else 0
+        return {info.key[cut:]: [info.size, info.etag] for info in self.list(prefix)}
+
     def uri_for(self, key: str) -> str:
         key = check_prefix(key)
         return f"{self.uri}/{key}" if key else self.uri
@@ -248,6 +265,8 @@ def write_file_atomically(path: pathlib.Path, data: bytes) -> None:
 
 class LocalDatastore(Datastore):
     """A directory on this machine. Writes are atomic (temp file + ``os.replace``)."""
+
+    fingerprint_kind = "stat"
 
     def __init__(self, root: str | pathlib.Path):
         root = pathlib.Path(root).expanduser()
@@ -393,6 +412,48 @@ class LocalDatastore(Datastore):
     def local_path(self, key: str) -> pathlib.Path | None:
         key = check_prefix(key)
         return self._dir(key)
+
+    def fingerprints(self, prefix: str, settle: bool = False) -> dict[str, list | None]:
+        """{path relative to ``prefix``: [size, mtime_ns, inode, ctime_ns]} of every regular file below
+        ``prefix``: one stat per file (symlinks to files followed, symlinked folders not entered).
+
+        ``settle`` (for a fingerprint that will be trusted later): wait, at most ``RACY_MARGIN_NS``, until
+        the clock is past the newest ctime by that margin before taking the stats, so that any later change
+        gets a newer ctime; a file whose ctime is still too recent (a concurrent writer, a clock step) gets
+        None, i.e. no fingerprint."""
+        if settle:
+            newest = max((fp[3] for fp in self.fingerprints(prefix).values() if fp), default=0)
+            wait = newest + RACY_MARGIN_NS - time.time_ns()
+            if wait > 0:
+                time.sleep(min(wait, RACY_MARGIN_NS) / 1e9)
+            started = time.time_ns()
+        out: dict[str, list | None] = {}
+        stack = [(str(self._dir(prefix)), "")]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                entries = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith(_INTERNAL):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{rel}{name}/"))
+                        continue
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue  # deleted while listing, or a dangling link
+                    if st.st_mode & _S_IFMT == _S_IFREG:  # S_ISREG, without a call per file
+                        out[rel + name] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        if settle:
+            for rel, fp in out.items():
+                if fp is not None and started - fp[3] <= RACY_MARGIN_NS:
+                    out[rel] = None
+        return out
 
     def delete_prefix(self, prefix: str) -> int:
         if not check_prefix(prefix):

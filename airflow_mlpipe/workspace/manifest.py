@@ -1,8 +1,9 @@
 """Output manifests: what a committed output prefix holds (docs/internals.md, "Manifest").
 
 ```json
-{"format": 1, "files": {"model.json": {"size": 123, "sha256": "..."}},
- "size": 123, "digest": "sha256 of the canonical JSON of files", "created": "ISO-8601"}
+{"format": 1, "files": {"model.json": {"size": 123, "sha256": "...", "fp": [123, ...]}},
+ "fingerprint": "stat", "size": 123, "digest": "sha256 of the canonical JSON of files (size, sha256)",
+ "created": "ISO-8601"}
 ```
 
 ``canonical_json``: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``
@@ -10,15 +11,23 @@ encoded as UTF-8. An output without its manifest does not exist; the manifest is
 A top-level ``_manifest.json`` in a local directory is metadata, never content: it is not hashed
 and not uploaded (a freshly computed one replaces it).
 
+Each file's ``fp`` is the store's fingerprint of the committed object, taken when it was committed
+(``Datastore.fingerprints``; ``fingerprint`` names its kind: ``stat`` for a local file, ``etag`` for an
+S3 object). It does not enter the digest. ``verify_content`` compares the store's current fingerprints
+with them: a cheap check that the output still holds what its manifest says.
+
 Imports only the standard library (the step runtime ships this file into python3-only images).
 """
 
 from __future__ import annotations
 
+import array
 import datetime
 import hashlib
+import itertools
 import json
 import pathlib
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -29,17 +38,24 @@ __all__ = [
     "MANIFEST_NAME",
     "build_manifest",
     "canonical_json",
+    "check_output",
     "commit_output",
+    "content_manifest",
     "download_output",
     "files_digest",
+    "fingerprint_summary",
     "hash_file",
+    "output_problems",
     "read_manifest",
+    "seal_output",
+    "verify_content",
     "verify_output",
 ]
 
 MANIFEST_NAME = "_manifest.json"
 FORMAT = 1
 CHUNK = 1024 * 1024
+NAMED = 3  # how many file names a reason lists before "and N more"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -95,9 +111,140 @@ def read_manifest(datastore: Datastore, prefix: str) -> dict | None:
 
 
 def verify_output(datastore: Datastore, prefix: str, expected_digest: str) -> bool:
-    """True if ``prefix`` has a manifest whose digest is ``expected_digest`` (content is not rehashed)."""
+    """True if ``prefix`` has a manifest whose digest is ``expected_digest`` and still holds its content."""
+    return not check_output(datastore, prefix, expected_digest)[1]
+
+
+def _files(rels: list[str], what: str) -> list[str]:
+    named = [f"file {rel} {what}" for rel in sorted(rels)[:NAMED]]
+    if len(rels) > NAMED:
+        named.append(f"{len(rels) - NAMED} more files {what}")
+    return named
+
+
+def verify_content(
+    datastore: Datastore, prefix: str, manifest: dict, current: dict[str, list | None] | None = None
+) -> list[str]:
+    """Why the objects below ``prefix`` are no longer what ``manifest`` says ([] if they are).
+
+    One ``datastore.fingerprints`` walk (local: a stat per file; S3: one listing), or ``current`` if given.
+    A missing or an extra file is a change. A file whose fingerprint is the one recorded at commit is
+    unchanged. Otherwise: a local file is rehashed and has changed only if its sha256 differs; on S3 any
+    difference of size or ETag is a change. A manifest without fingerprints (written before they existed,
+    or by another kind of store): local files are rehashed, S3 objects compared by size only."""
+    prefix = check_prefix(prefix)
+    files = manifest.get("files") or {}
+    if current is None:
+        current = datastore.fingerprints(prefix)
+    local = datastore.fingerprint_kind == "stat"
+    trusted = manifest.get("fingerprint") == datastore.fingerprint_kind
+    missing: list[str] = []
+    suspects: list[str] = []
+    for rel, meta in files.items():
+        fp = current.get(rel, False)
+        if fp is False:
+            missing.append(rel)
+        elif fp is None or not trusted or meta.get("fp") != fp:
+            suspects.append(rel)
+    extra = [rel for rel in current.keys() - files.keys() if rel != MANIFEST_NAME]
+    changed = []
+    root = datastore.local_path(prefix) if local else None
+    for rel in suspects:
+        meta, fp = files[rel], current[rel]
+        if fp is not None and fp[0] != meta.get("size"):
+            changed.append(rel)
+        elif root is not None:
+            try:
+                same = hash_file(root.joinpath(*rel.split("/"))) == meta.get("sha256")
+            except FileNotFoundError:
+                same = False
+            if not same:
+                changed.append(rel)
+        elif trusted and meta.get("fp") is not None:
+            changed.append(rel)
+    return (_files(changed, "changed since it was committed") + _files(missing, "was deleted since it was committed")
+            + _files(extra, "was added since it was committed"))
+
+
+def check_output(datastore: Datastore, prefix: str, expected_digest: str | None = None) -> tuple[dict | None, list[str]]:
+    """(manifest, problems) of the committed output at ``prefix``: no manifest, a manifest whose digest is not
+    ``expected_digest`` (what its producer recorded; rewritten by someone else), or ``verify_content``'s
+    reasons. No problems: the output holds ``expected_digest`` (or its manifest's digest)."""
     manifest = read_manifest(datastore, prefix)
-    return manifest is not None and manifest.get("digest") == expected_digest
+    if manifest is None:
+        return None, [f"it was deleted (no {MANIFEST_NAME} at {datastore.uri_for(prefix)})"]
+    if expected_digest is not None and manifest["digest"] != expected_digest:
+        return manifest, [f"its manifest was rewritten: it holds digest {str(manifest['digest'])[:12]}, "
+                          f"the producer recorded {str(expected_digest)[:12]}"]
+    return manifest, verify_content(datastore, prefix, manifest)
+
+
+def fingerprint_summary(kind: str, fingerprints: dict[str, list | None]) -> str | None:
+    """One value standing for every fingerprint below a prefix (its manifest's included): ``kind:sha256`` of
+    the paths and their fingerprints, in the store's listing order (S3: by key; local: directory order, which
+    changes only with the folder: a new order is a mismatch, which the exact check then clears). None if a
+    fingerprint is missing (a file too recent to trust)."""
+    values = list(fingerprints.values())
+    if None in values:
+        return None
+    digest = hashlib.sha256("\0".join(fingerprints).encode("utf-8", "surrogateescape"))
+    try:  # local stats are integers: packed in C, no per-file Python work
+        digest.update(array.array("q", itertools.chain.from_iterable(values)).tobytes())
+    except (TypeError, OverflowError):  # ETags, or an integer beyond 64 bits
+        digest.update(json.dumps(values, separators=(",", ":")).encode())
+    return f"{kind}:{digest.hexdigest()}"
+
+
+def output_problems(datastore: Datastore, prefix: str, digest: str, summary: str | None = None) -> list[str]:
+    """Why the committed output at ``prefix`` no longer holds ``digest`` ([] if it does). ``summary`` (a
+    ``fingerprint_summary`` taken when the output was known to hold ``digest``) is the fast path: if the
+    store's fingerprints still sum up to it, nothing below ``prefix`` changed and no manifest is read."""
+    if summary:
+        current = datastore.fingerprints(prefix)
+        if fingerprint_summary(datastore.fingerprint_kind, current) == summary:
+            return []
+    return check_output(datastore, prefix, digest)[1]
+
+
+def content_manifest(datastore: Datastore, prefix: str) -> dict:
+    """The manifest of what is really below ``prefix`` (every object but a top-level ``_manifest.json``,
+    each one hashed): the content identity of a folder without manifest, or of an output whose content no
+    longer matches its manifest. Raises NotFoundError if ``prefix`` holds nothing."""
+    prefix = check_prefix(prefix)
+    local = datastore.local_path(prefix) if datastore.fingerprint_kind == "stat" else None
+    if local is not None:
+        rels = [rel for rel in datastore.fingerprints(prefix) if rel != MANIFEST_NAME]
+        if not rels:
+            raise NotFoundError(f"nothing at {datastore.uri_for(prefix)}")
+        return build_manifest(local, [(rel, local.joinpath(*rel.split("/"))) for rel in sorted(rels)])
+    with tempfile.TemporaryDirectory(prefix="mlpipe-content-") as scratch:
+        if not datastore.download_dir(prefix, scratch):
+            raise NotFoundError(f"nothing at {datastore.uri_for(prefix)}")
+        return build_manifest(scratch)
+
+
+def seal_output(datastore: Datastore, prefix: str, manifest: dict, fence: Callable[[], None] | None = None) -> dict:
+    """Record the store's fingerprint of each file of ``manifest`` (now at ``prefix``) and write the manifest,
+    LAST. Returns the manifest as written. Raises WorkspaceError if ``prefix`` does not hold exactly the
+    manifest's files with their sizes (someone wrote there during the commit). ``fence`` is called right
+    before the manifest is written (see ``commit_output``)."""
+    prefix = check_prefix(prefix)
+    current = datastore.fingerprints(prefix, settle=True)
+    current.pop(MANIFEST_NAME, None)
+    files = {}
+    for rel, meta in sorted(manifest["files"].items()):
+        fp = current.get(rel, False)
+        if fp is False or (fp is not None and fp[0] != int(meta["size"])):
+            raise WorkspaceError(f"{datastore.uri_for(join_key(prefix, rel))} changed while it was being committed; commit again")
+        files[rel] = {"size": int(meta["size"]), "sha256": meta["sha256"], **({"fp": fp} if fp is not None else {})}
+    if len(current) != len(files):
+        extra = sorted(set(current) - set(files))
+        raise WorkspaceError(f"{datastore.uri_for(prefix)} gained {extra[:NAMED]} while it was being committed; commit again")
+    sealed = {**manifest, "files": files, "fingerprint": datastore.fingerprint_kind}
+    if fence is not None:
+        fence()
+    datastore.write_bytes(join_key(prefix, MANIFEST_NAME), json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return sealed
 
 
 def commit_output(
@@ -108,8 +255,9 @@ def commit_output(
     manifest: dict | None = None,
     fence: Callable[[], None] | None = None,
 ) -> dict:
-    """Publish ``local_dir`` at ``prefix``: delete what the prefix held (its manifest
-    with it: the output is "absent" until the end), upload every file, then write the manifest LAST. Returns the manifest. ``manifest`` (from ``build_manifest``) skips rehashing.
+    """Publish ``local_dir`` at ``prefix``: delete what the prefix held (its manifest with it: the output is
+    "absent" until the end), upload every file, record their fingerprints (``seal_output``), then write the
+    manifest LAST. Returns the manifest. ``manifest`` (from ``build_manifest``) skips rehashing.
     ``fence`` (e.g. the attempt's lease check) is called before anything is deleted and right before the
     manifest is written; whatever it raises stops the commit, with the output left absent."""
     prefix = check_prefix(prefix)
@@ -126,10 +274,7 @@ def commit_output(
     datastore.delete(join_key(prefix, MANIFEST_NAME))  # absent from here on, even if the next step dies
     datastore.delete_prefix(prefix)
     datastore.upload_many(items, progress)
-    if fence is not None:
-        fence()
-    datastore.put_json(join_key(prefix, MANIFEST_NAME), manifest)
-    return manifest
+    return seal_output(datastore, prefix, manifest, fence)
 
 
 def download_output(

@@ -26,13 +26,14 @@ from typing import Any
 from airflow_mlpipe.errors import ConflictError, NotFoundError
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
 from airflow_mlpipe.workspace.manifest import (
-    MANIFEST_NAME,
     build_manifest,
     commit_output,
     hash_file,
     make_manifest,
     now_iso,
     read_manifest,
+    seal_output,
+    verify_content,
 )
 
 __all__ = ["KINDS", "VersionedRegistry", "Version", "check_name"]
@@ -203,15 +204,15 @@ class VersionedRegistry:
         with tempfile.TemporaryDirectory(prefix="mlpipe-register-") as scratch:
             local, manifest, src_prefix = self._stage(source, pathlib.Path(scratch))
             digest = manifest["digest"]
-            existing = self.find_by_digest(name, digest)
-            if existing is not None:
-                return existing
             data_key = f"{base}/data/{digest}"
-            if read_manifest(self.datastore, data_key) is None:  # else: the content is already there
+            if self._intact(data_key, digest) is None:  # else: the content is already there, intact
                 if local is not None:
                     commit_output(self.datastore, local, data_key, manifest=manifest)
                 else:
                     self._copy_committed(src_prefix, data_key, manifest)
+            existing = self.find_by_digest(name, digest)
+            if existing is not None:
+                return existing
         record = {
             "kind": self.kind,
             "name": name,
@@ -252,11 +253,11 @@ class VersionedRegistry:
         key = check_prefix(source)
         local = self.datastore.local_path(key) if key else None
         if local is not None and (local.is_dir() or local.is_file()):
-            manifest = read_manifest(self.datastore, key) if local.is_dir() else None
+            manifest = self._intact(key) if local.is_dir() else None
             if manifest is not None:
                 return None, manifest, key
-            return self._stage(local, scratch)
-        manifest = read_manifest(self.datastore, key)
+            return self._stage(local, scratch)  # a plain folder, or an output changed since its commit: rehash
+        manifest = self._intact(key) if key else None
         if manifest is not None:
             return None, manifest, key  # a committed output: server-side copy, no rehash
         if key and self.datastore.exists(key):
@@ -279,6 +280,14 @@ class VersionedRegistry:
         files = {path.name: {"size": path.stat().st_size, "sha256": hash_file(path)}}
         return stage, make_manifest(files)
 
+    def _intact(self, prefix: str, digest: str | None = None) -> dict | None:
+        """The manifest of the committed output at ``prefix`` (with ``digest``, if given) if it still holds
+        its content, else None."""
+        manifest = read_manifest(self.datastore, prefix)
+        if manifest is None or (digest is not None and manifest["digest"] != digest):
+            return None
+        return None if verify_content(self.datastore, prefix, manifest) else manifest
+
     def _copy_committed(self, src_prefix: str, data_key: str, manifest: dict) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -286,7 +295,7 @@ class VersionedRegistry:
         pairs = [(join_key(src_prefix, rel), join_key(data_key, rel)) for rel in manifest["files"]]
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda pair: self.datastore.copy(*pair), pairs))
-        self.datastore.put_json(join_key(data_key, MANIFEST_NAME), manifest)
+        seal_output(self.datastore, data_key, manifest)  # fingerprints of the copies, manifest last
 
     # -- aliases (models use them: production, staging...)
     def get_alias(self, name: str, alias: str) -> int | None:

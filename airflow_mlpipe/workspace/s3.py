@@ -183,7 +183,8 @@ class S3Datastore(Datastore):
         for page in self._pages(prefix):
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")
-                yield ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), modified.timestamp() if modified else None)
+                yield ObjectInfo(self._rel(obj["Key"]), int(obj["Size"]), modified.timestamp() if modified else None,
+                                 obj.get("ETag"))
 
     def multipart_uploads(self, prefix: str) -> Iterator[tuple[str, str, float | None]]:
         """(key, upload id, initiated epoch seconds) of each multipart upload still open under ``prefix``."""

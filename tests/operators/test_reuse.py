@@ -14,7 +14,9 @@ which steps ran and which were reused (XCom ``reused``, the step record, the rea
 6. a param d uses (``label``): d re-runs; a, b, c (which do not use it) reused;
 7. a param a uses (``scale``): a re-runs and, as its output changes, b and c; d reused;
 8. ``regenerate_outputs: true``: all re-run;
-9. the files of c's cached output deleted: c recomputes (with the reason), the others reused.
+9. the files of c's cached output deleted: c recomputes (with the reason), the others reused;
+10. one byte of c's cached output changed in place (same size, manifest untouched): c recomputes, and says
+    which file changed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pathlib
 import pytest
 
 from tests.operators.kit import activate, edit_source, load, make_dags_folder, run, with_requirements
+from tests.workspace.conftest import overwrite_in_place
 
 PIPELINE = """
 pipeline: reuse_chain
@@ -211,6 +214,14 @@ def test_reuse_rules_through_airflow(airflow_db, workspace_target, tmp_path, mon
         ws.datastore.delete(key)
     ninth = run(dag())
     assert ninth.reused() == {"a": True, "b": True, "c": False, "d": True}
-    assert steps_of(ws, ninth)["c"]["rerun_reasons"] == ["output out of the previous run was deleted or changed"]
+    assert steps_of(ws, ninth)["c"]["rerun_reasons"] == [f"output out: it was deleted (no _manifest.json at {ws.datastore.uri_for(c_key)})"]
     assert output_text(ws, ninth, "c") == "c(20+b2)"
     assert ninth.xcoms["c"]["outputs"]["out"]["key"] != c_key
+
+    # 10. c's cached output changed in place (same size, its manifest untouched): never reused as it is
+    c_key = ninth.xcoms["c"]["outputs"]["out"]["key"]
+    overwrite_in_place(ws.datastore, f"{c_key}/value.txt", b"c(20+b3)")
+    tenth = run(dag())
+    assert tenth.reused() == {"a": True, "b": True, "c": False, "d": True}
+    assert steps_of(ws, tenth)["c"]["rerun_reasons"] == ["output out: file value.txt changed since it was committed"]
+    assert output_text(ws, tenth, "c") == "c(20+b2)"

@@ -50,7 +50,7 @@ def test_prep_step_commits_output_with_manifest_and_result(plain_python, runtime
     assert 0 < result["metrics"]["positive_rate"] < 1
 
 
-def test_inputs_are_used_in_place_and_chain_into_train(plain_python, runtime_dir, workspace, src_dir, tmp_path):
+def test_inputs_are_read_only_copies_and_chain_into_train(plain_python, runtime_dir, workspace, src_dir, tmp_path):
     table = tmp_path / "table"
     table.mkdir()
     rows = ["x1,x2,x3,label"] + [f"{i % 3 - 1},{(i * 7) % 5 - 2},{i % 2},{i % 2}" for i in range(200)]
@@ -65,7 +65,8 @@ def test_inputs_are_used_in_place_and_chain_into_train(plain_python, runtime_dir
     )
     proc = run_launcher(plain_python, runtime_dir, ctx, src_dir)
     assert proc.returncode == 0, proc.stderr
-    assert not (src_dir / ".mlpipe" / "inputs").exists()  # local datastore: no copy
+    copy = src_dir / ".mlpipe" / "inputs" / "table" / "table.csv"  # a copy, even from a local datastore
+    assert copy.read_text() == "\n".join(rows) + "\n" and copy.stat().st_mode & 0o777 == 0o444
     result = result_of(workspace, ctx)
     series = result["metric_series"]["train_loss"]
     assert [p["step"] for p in series] == [0, 10, 11]

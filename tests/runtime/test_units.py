@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import io
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import zipfile
@@ -20,7 +22,8 @@ from airflow_mlpipe.runtime.context import StepContext
 from airflow_mlpipe.runtime.launch import Launcher
 from airflow_mlpipe.runtime.materialize import RuntimeStepError, materialise_inputs, prepare_outputs
 from airflow_mlpipe.workspace.datastore import LocalDatastore
-from airflow_mlpipe.workspace.manifest import commit_output, read_manifest
+from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_output
+from tests.workspace.conftest import make_tree
 
 from .conftest import make_context
 
@@ -99,6 +102,63 @@ def test_inputs_are_downloaded_when_not_local(tmp_path):
     assert (paths["data"] / "sub" / "a.txt").read_text() == "A"
     assert not (paths["data"] / "stray.tmp").exists()
     assert paths["f"] == work / ".mlpipe" / "inputs" / "f" / "model.bin" and paths["f"].read_bytes() == b"M"
+
+
+def test_local_inputs_are_read_only_copies(tmp_path):
+    """On a local workspace the step gets copies: a script that writes to its input (as root, file modes do
+    not stop it) changes its copy, never the committed output."""
+    ds = LocalDatastore(str(tmp_path / "ws"))
+    manifest = commit_output(ds, make_tree(tmp_path / "src", {"sub/a.txt": "A"}), "outputs/p/r/s/data")
+    ds.write_bytes("datasets/f/model.bin", b"M")
+    work = tmp_path / "work"
+    paths = materialise_inputs(ds, {"data": {"key": "outputs/p/r/s/data", "kind": "dir", "digest": manifest["digest"]},
+                                    "f": {"key": "datasets/f/model.bin", "kind": "file",
+                                          "digest": hashlib.sha256(b"M").hexdigest()}}, work)
+    assert paths["data"] == work / ".mlpipe" / "inputs" / "data"
+    assert paths["f"] == work / ".mlpipe" / "inputs" / "f" / "model.bin"
+    copy = paths["data"] / "sub" / "a.txt"
+    assert copy.read_text() == "A" and stat.S_IMODE(copy.stat().st_mode) == 0o444
+    assert stat.S_IMODE(paths["f"].stat().st_mode) == 0o444
+    copy.chmod(0o644)  # what a careless script may do (root would not even need it)
+    with open(copy, "a") as fh:
+        fh.write("+changed")
+    assert ds.read_bytes("outputs/p/r/s/data/sub/a.txt") == b"A"
+    assert verify_output(ds, "outputs/p/r/s/data", manifest["digest"])
+
+
+@pytest.mark.parametrize("store", [LocalDatastore, RemoteLikeDatastore])
+def test_folder_inputs_without_manifest(tmp_path, store):
+    ds = store(str(tmp_path / "ws"))
+    for rel, data in {"a.csv": b"1\n", "sub/b.csv": b"2\n"}.items():
+        ds.write_bytes(f"data/plain/{rel}", data)
+    digest = build_manifest(make_tree(tmp_path / "same", {"a.csv": "1\n", "sub/b.csv": "2\n"}))["digest"]
+    paths = materialise_inputs(ds, {"d": {"key": "data/plain", "kind": "folder", "digest": digest}}, tmp_path / "w")
+    assert paths["d"] == tmp_path / "w" / ".mlpipe" / "inputs" / "d"
+    assert sorted(p.relative_to(paths["d"]).as_posix() for p in paths["d"].rglob("*") if p.is_file()) == ["a.csv", "sub/b.csv"]
+    with pytest.raises(RuntimeStepError, match="nothing at"):
+        materialise_inputs(ds, {"d": {"key": "data/none", "kind": "folder"}}, tmp_path / "w2")
+
+
+@pytest.mark.parametrize("store", [LocalDatastore, RemoteLikeDatastore])
+def test_input_that_is_not_what_the_key_used_is_refused(tmp_path, store):
+    """The operator keyed the step on a digest; if the bytes changed since (a file rewritten in place after
+    the key was computed), the runtime refuses to run the step on them."""
+    ds = store(str(tmp_path / "ws"))
+    manifest = commit_output(ds, make_tree(tmp_path / "src", {"a.txt": "AAAA"}), "outputs/p/r/s/data")
+    overwrite = tmp_path / "ws" / "outputs" / "p" / "r" / "s" / "data" / "a.txt"
+    with open(overwrite, "r+b") as fh:
+        fh.write(b"BBBB")
+    spec = {"key": "outputs/p/r/s/data", "kind": "dir", "digest": manifest["digest"]}
+    with pytest.raises(RuntimeStepError, match=r"input 'data'.* does not hold what the step was keyed on"):
+        materialise_inputs(ds, {"data": spec}, tmp_path / "w")
+    with pytest.raises(RuntimeStepError, match=r"input 'data'.* does not hold what the step was keyed on"):
+        materialise_inputs(ds, {"data": {**spec, "kind": "folder"}}, tmp_path / "w")
+    real = build_manifest(make_tree(tmp_path / "real", {"a.txt": "BBBB"}))["digest"]
+    paths = materialise_inputs(ds, {"data": {**spec, "kind": "folder", "digest": real}}, tmp_path / "w")
+    assert sorted(p.name for p in paths["data"].iterdir()) == ["a.txt"]  # the stale manifest is not content
+    ds.write_bytes("f.bin", b"x")
+    with pytest.raises(RuntimeStepError, match=r"input 'f'.* does not hold what the step was keyed on"):
+        materialise_inputs(ds, {"f": {"key": "f.bin", "kind": "file", "digest": "0" * 64}}, tmp_path / "w")
 
 
 def test_input_errors(tmp_path):

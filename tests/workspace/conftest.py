@@ -58,3 +58,15 @@ def subprocess_target(ds_target) -> str:
     """A JSON argument that lets a child process open the same datastore."""
     uri, options = ds_target
     return json.dumps({"uri": uri, "options": options})
+
+
+def overwrite_in_place(datastore, key: str, data: bytes) -> None:
+    """Change a committed file the way a careless user or script would: a local file is rewritten in place
+    (same inode, no rename); an S3 object is put again under the same key."""
+    local = datastore.local_path(key)
+    if local is None:
+        datastore.write_bytes(key, data)
+        return
+    with open(local, "r+b") as fh:
+        fh.write(data)
+        fh.truncate()

@@ -10,7 +10,7 @@ from airflow_mlpipe.workspace.cache import cache_key
 from airflow_mlpipe.workspace.manifest import commit_output
 from airflow_mlpipe.workspace.snapshot import snapshot_source
 
-from .conftest import make_tree
+from .conftest import make_tree, overwrite_in_place
 
 
 def components(snapshot="a" * 64, lr=0.1, data="1" * 64, env="e1", argv=("--lr", "${params.lr}")):
@@ -59,7 +59,8 @@ def test_lookup_rejects_deleted_or_changed_output(workspace, tmp_path):
     workspace.cache.commit(key, "p", "train", comp, outputs)
     workspace.datastore.delete("outputs/p/r1/train/model/_manifest.json")
     assert workspace.cache.lookup(key) is None
-    assert workspace.cache.explain("p", "train", comp) == ["output model of the previous run was deleted or changed"]
+    assert workspace.cache.explain("p", "train", comp) == [
+        f"output model: it was deleted (no _manifest.json at {workspace.datastore.uri_for('outputs/p/r1/train/model')})"]
     commit_model(workspace, tmp_path, content="w=other")  # same prefix, other content
     assert workspace.cache.lookup(key) is None
 
@@ -183,3 +184,36 @@ def test_explain_against_an_entry_from_before_the_identity_components(workspace,
         "compute is now part of the key (previous entry predates it)",
         "runtime is now part of the key (previous entry predates it)",
     ]
+
+
+def test_lookup_verifies_the_content_of_outputs(workspace, tmp_path):
+    """A file of a cached output overwritten in place (same size, same manifest) is a miss, with the reason;
+    the committed bytes put back make it a hit again; an added or a deleted file is a miss."""
+    comp = components()
+    key = cache_key(comp)
+    outputs = commit_model(workspace, tmp_path)
+    workspace.cache.commit(key, "p", "train", comp, outputs)
+    assert workspace.cache.lookup(key) is not None
+    model = "outputs/p/r1/train/model/model.txt"
+    overwrite_in_place(workspace.datastore, model, b"w=2")
+    assert workspace.cache.lookup(key) is None
+    assert workspace.cache.explain("p", "train", comp) == ["output model: file model.txt changed since it was committed"]
+    overwrite_in_place(workspace.datastore, model, b"w=1")
+    assert workspace.cache.lookup(key) is not None
+    workspace.datastore.write_bytes("outputs/p/r1/train/model/notes.txt", b"n")
+    assert workspace.cache.lookup(key) is None
+    assert workspace.cache.explain("p", "train", comp) == ["output model: file notes.txt was added since it was committed"]
+    workspace.datastore.delete("outputs/p/r1/train/model/notes.txt")
+    assert workspace.cache.lookup(key) is not None
+    workspace.datastore.delete(model)
+    assert workspace.cache.lookup(key) is None
+    assert workspace.cache.explain("p", "train", comp) == ["output model: file model.txt was deleted since it was committed"]
+
+
+def test_stale_entry_is_explained_even_when_it_is_not_the_latest(workspace, tmp_path):
+    comp, other = components(), components(lr=0.5)
+    workspace.cache.commit(cache_key(comp), "p", "train", comp, commit_model(workspace, tmp_path))
+    workspace.cache.commit(cache_key(other), "p", "train", other, commit_model(workspace, tmp_path, run="r2"))
+    overwrite_in_place(workspace.datastore, "outputs/p/r1/train/model/model.txt", b"w=9")
+    assert workspace.cache.lookup(cache_key(comp)) is None
+    assert workspace.cache.explain("p", "train", comp) == ["output model: file model.txt changed since it was committed"]

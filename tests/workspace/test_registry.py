@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from airflow_mlpipe.errors import NotFoundError
-from airflow_mlpipe.workspace.manifest import commit_output, read_manifest
+from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_content
 from airflow_mlpipe.workspace.registry import Version, VersionedRegistry
 
-from .conftest import make_tree, subprocess_target
+from .conftest import make_tree, overwrite_in_place, subprocess_target
 
 
 def test_register_dir_then_identical_then_new(workspace, tmp_path):
@@ -183,3 +183,23 @@ def test_concurrent_alias_moves(workspace, tmp_path):
     assert len(record["history"]) == 8  # no update was lost
     assert sorted(h["reason"]["writer"] for h in record["history"]) == list(range(8))
     assert record["version"] == record["history"][-1]["version"]
+
+
+def test_register_uses_what_a_committed_output_really_holds(workspace, tmp_path):
+    """A committed output changed in place since its commit is registered with the digest of its real
+    files, never its manifest's; the registered copy carries its own fingerprints."""
+    ds = workspace.datastore
+    out = make_tree(tmp_path / "out", {"m.json": '{"w": 1}'})
+    committed = commit_output(ds, out, "outputs/p/r/s/model")
+    overwrite_in_place(ds, "outputs/p/r/s/model/m.json", b'{"w": 2}')
+    real = build_manifest(make_tree(tmp_path / "real", {"m.json": '{"w": 2}'}))["digest"]
+    version = workspace.models.register("clf", "outputs/p/r/s/model")
+    assert version.digest == real != committed["digest"]
+    assert ds.read_bytes(f"{version.key}/m.json") == b'{"w": 2}'
+    copy = read_manifest(ds, version.key)
+    assert copy["fingerprint"] == ds.fingerprint_kind and all("fp" in m for m in copy["files"].values())
+    assert verify_content(ds, version.key, copy) == []
+    # the version's data altered in place: registering the same content again restores it
+    overwrite_in_place(ds, f"{version.key}/m.json", b'{"w": 3}')
+    assert workspace.models.register("clf", make_tree(tmp_path / "again", {"m.json": '{"w": 2}'})) == version
+    assert ds.read_bytes(f"{version.key}/m.json") == b'{"w": 2}'
