@@ -166,14 +166,14 @@ def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
 def user_errors(where: str = "") -> Iterator[None]:
     """Turn domain and usage errors into one clear message and a meaningful exit code (no traceback)."""
     from airflow_mlpipe.client import AirflowApiError
-    from airflow_mlpipe.errors import ConflictError, MlpipeError, NotFoundError
+    from airflow_mlpipe.errors import ConfError, ConflictError, DefinitionError, MlpipeError, NotFoundError
 
     prefix = f"{where}: " if where else ""
     try:
         yield
     except typer.Exit:
         raise
-    except NotFoundError as exc:
+    except (NotFoundError, ConfError, DefinitionError) as exc:
         fail(f"{prefix}{exc}", EXIT_REFUSED)
     except ConflictError as exc:
         fail(f"{prefix}{exc}", EXIT_FAILED)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.errors import ComputeError, ComputeSetupError
 
 VENV_DIR_ENV = "MLPIPE_VENV_DIR"
 MARKER = ".mlpipe-env.json"
@@ -71,7 +71,7 @@ def resolve_python(python: str) -> pathlib.Path:
     """Absolute real path of the base interpreter (``python3``, ``python3.11`` or a path)."""
     found = python if os.sep in python else shutil.which(python)
     if not found or not os.access(found, os.X_OK):
-        raise ComputeError(
+        raise ComputeSetupError(
             f"python interpreter {python!r} not found on this worker (PATH={os.environ.get('PATH', '')!r}); "
             "install it or set the environment's 'python' to an existing interpreter"
         )
@@ -88,7 +88,7 @@ def _file_digest(path: str | os.PathLike[str] | None) -> str | None:
     try:
         return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
     except OSError as exc:
-        raise ComputeError(f"cannot read the requirements file {str(path)!r}: {exc}") from exc
+        raise ComputeSetupError(f"cannot read the requirements file {str(path)!r}: {exc}") from exc
 
 
 def environment_hash(
@@ -169,7 +169,7 @@ def ensure_venv(
     base_python = resolve_python(python)
     uv_bin = find_uv() if use_uv in (None, True) else None
     if use_uv and uv_bin is None:
-        raise ComputeError("uv was requested for building step environments but is not installed")
+        raise ComputeSetupError("uv was requested for building step environments but is not installed")
     with open(root / f"{env_hash}.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:

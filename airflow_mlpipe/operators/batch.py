@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -66,6 +66,7 @@ class MlpipeMergeOperator(BaseOperator):
     def step_name(self) -> str:
         return self.step
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.hooks.workspace import MlpipeHook
         from airflow_mlpipe.workspace.cache import cache_key

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed
+from airflow_mlpipe.errors import ConfError, DefinitionError, InvalidReferenceError, NotFoundError, StepFailed
 
 DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
 
@@ -167,14 +167,36 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
 
 
 def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, Any]:
+    """A registered dataset or model version. An unknown or malformed reference is a permanent error whose
+    message says what to change: the param value (``prefix`` names it) or the step's input."""
+    models = ref.startswith("models:/")
+    where = f"param {prefix[len('params.'):-1]!r} (its default or the run's conf)" if prefix else f"input {name!r}"
     try:
-        if ref.startswith("models:/"):
-            version = ws.models.resolve_model_ref(ref)
-        else:
-            version = ws.datasets.resolve(ref)
+        version = ws.models.resolve_model_ref(ref) if models else ws.datasets.resolve(ref)
     except NotFoundError as exc:
-        raise NotFoundError(f"input {name!r}: {exc}") from exc
+        todo = ("register the model or fix the reference" if models else
+                "give a registered dataset (name, name:N or name:latest) or register it with "
+                "`mlpipe datasets register NAME PATH`")
+        raise NotFoundError(f"input {name!r}: {exc}. Change {where}: {todo}") from exc
+    except InvalidReferenceError as exc:
+        raise InvalidReferenceError(f"input {name!r}: {exc}. Change {where}: a dataset is name, name:N or "
+                                    "name:latest; a model models:/NAME/N or models:/NAME@ALIAS") from exc
     return _version_input(version, f"{prefix}{ref}")
+
+
+def check_script(op: Any, snapshot: Any) -> None:
+    """The step's script must be a file of its snapshot (a permanent error otherwise: no retry brings it)."""
+    import posixpath
+
+    script = posixpath.normpath(str(op.script).replace("\\", "/"))
+    if script in snapshot.files:
+        return
+    near = sorted(f for f in snapshot.files if f.endswith(".py"))[:20]
+    raise DefinitionError(
+        f"step {op.task_id!r}: script {op.script!r} is not in its source directory {op.source_directory!r} "
+        f"(or is excluded by .gitignore / .amlignore); python files there: {', '.join(near) or 'none'}. "
+        "Fix the step's script or source_directory."
+    )
 
 
 def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
@@ -187,6 +209,7 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
             check_workspace_path(pname, params[pname])
     inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
     snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False)  # git info: only if it runs
+    check_script(op, snapshot)
     env_hash = environment_hash(op.environment)
     run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
            "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}
