@@ -102,6 +102,25 @@ def test_bad_values_and_unknown_params_are_refused_before_anything_runs(airflow)
     assert "Traceback" not in typed.output + unknown.output + bounds.output + no_dag.output
 
 
+def test_trigger_wait_on_a_paused_dag_fails_fast_with_the_fix(airflow):
+    """--wait on a paused DAG would wait forever (the run stays queued): refused at once, nothing queued."""
+    with client(airflow) as c:
+        was_paused = c.get_dag(QUICKSTART)["is_paused"]
+        c.set_paused(QUICKSTART, True)
+        try:
+            before = run_count(airflow, QUICKSTART)
+            started = time.monotonic()
+            result = mlpipe(airflow, "trigger", QUICKSTART, "--param", "rows=300", "--wait", "--timeout", "90")
+            elapsed = time.monotonic() - started
+            assert result.exit_code == 2, result.output
+            assert "mlpipe_quickstart is paused" in result.output and "--unpause" in result.output, result.output
+            assert "Nothing was triggered" in result.output
+            assert elapsed < 60, elapsed
+            assert run_count(airflow, QUICKSTART) == before
+        finally:
+            c.set_paused(QUICKSTART, was_paused)
+
+
 def test_failed_run_names_the_step_and_shows_its_log_tail(airflow):
     result = mlpipe(airflow, "trigger", CHECK, "--param", "fail=true", "--param", "message=boom-42",
                     "--wait", "--unpause", "--timeout", "600")
