@@ -134,9 +134,9 @@ def airflow_standalone(tmp_path_factory):
 
 
 def _reap_in_background(pid: int) -> None:
-    """standalone.start() launched Airflow as OUR child: once it exits it stays a zombie (and its process
-    group "alive" for standalone.stop's os.killpg(pid, 0) probe, which then waits its full timeout) until
-    we reap it. Reap it as soon as it exits."""
+    """standalone.start() launched Airflow as OUR child: once it exits it stays a zombie until we reap it
+    (standalone.stop counts a zombie as gone, but the process table entry stays). Reap it as soon as it
+    exits."""
     import os
     import threading
 
