@@ -21,7 +21,7 @@ from tests.operators.kit import EXAMPLES, make_dags_folder, private_airflow_home
 QUICKSTART = (EXAMPLES / "pipelines" / "quickstart.yaml").read_text()
 SECOND = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: second_pipeline")
 BROKEN = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: broken_pipeline").replace(
-    "    maximum: 1000000\n", "    maximum: 1000000\n    minimun: 5\n")  # a typo'd key under params.rows
+    "    maximum: 100000\n", "    maximum: 100000\n    minimun: 5\n")  # a typo'd key under params.rows
 
 
 def broken_line() -> int:
