@@ -28,17 +28,19 @@ console = Console()
 def start_airflow(home: pathlib.Path, port: int) -> dict:
     """The Airflow of ``home``: the running one, or a new one on ``port``; says what it waits for."""
     t0 = time.monotonic()
+    printed = [0.0]
     with console.status(f"starting Airflow (home {home}) ...") as status:
         def on_wait(text: str) -> None:
-            if text.startswith("waiting"):
-                status.update(text)
-            else:
+            if not text.startswith("waiting"):
                 console.print(text)
+            elif console.is_terminal:
+                status.update(text)
+            elif time.monotonic() - printed[0] >= 15:  # a log, not a terminal: a line now and then
+                console.print(text)
+                printed[0] = time.monotonic()
 
         server = standalone.start(home, REPO / "dags_examples", port=port, timeout=300, on_wait=on_wait)
-    if server["reused"]:
-        console.print(f"Airflow already running at {server['url']} (pid {server['pid']}, home {home})")
-    else:
+    if not server["reused"]:  # else on_wait said so
         console.print(f"Airflow answered after {time.monotonic() - t0:.0f}s (pid {server['pid']}, port {server['port']})")
     return server
 

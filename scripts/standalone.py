@@ -176,7 +176,8 @@ def start(home: pathlib.Path, dags: pathlib.Path, port: int | None = None, works
         reused = info is not None
         if reused:
             if on_wait:
-                on_wait(f"Airflow is already running in {home} (pid {info['pid']}, port {info['port']}): reusing it")
+                on_wait(f"Airflow is already running in {home} (pid {info['pid']}, http://localhost:{info['port']}): "
+                        "reusing it")
         else:
             info = _spawn(home, dags, port, workspace, extra_env, on_wait, command)
     env = airflow_env(home, dags, int(info["port"]), workspace, extra_env)
