@@ -111,9 +111,7 @@ class MlpipeMergeOperator(BaseOperator):
     def _merge(self, ws: Any, pipeline: str, run_id: str, name: str, parts: list[dict]) -> dict[str, Any]:
         from airflow_mlpipe.workspace.manifest import MANIFEST_NAME, make_manifest, read_manifest
 
-        template = self.outputs[name].get("destination") or resolve.DEFAULT_DESTINATION
-        dest = template.format(pipeline=pipeline, run_id=resolve.safe_id(run_id), step=self.step, output=name)
-        dest = resolve.check_workspace_path(f"outputs.{name}.destination", dest)
+        dest = resolve.destination(self.outputs[name], pipeline, run_id, self.step, name)
         ds = ws.datastore
         ds.delete_prefix(dest)
         files: dict[str, dict] = {}

@@ -160,7 +160,11 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
         ptype = op.param_types.get(pname, "dataset")
         if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
             key = check_workspace_path(pname, value)
-            kind, digest = _digest_of_path(ws, key)
+            try:
+                kind, digest = _digest_of_path(ws, key)
+            except NotFoundError as exc:
+                raise NotFoundError(f"input {name!r}: {exc}. Change param {pname!r} (its default or the run's "
+                                    "conf) to a path that holds data, or upload the data there") from exc
             return {"key": key, "kind": kind, "digest": digest, "source": f"params.{pname}={key}"}
         return resolve_registered(ws, name, str(value), f"params.{pname}=")
     return resolve_registered(ws, name, parsed.raw, "")
@@ -182,6 +186,18 @@ def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, A
         raise InvalidReferenceError(f"input {name!r}: {exc}. Change {where}: a dataset is name, name:N or "
                                     "name:latest; a model models:/NAME/N or models:/NAME@ALIAS") from exc
     return _version_input(version, f"{prefix}{ref}")
+
+
+def destination(cfg: Mapping[str, Any], pipeline: str, run_id: str, step: str, output: str) -> str:
+    """The workspace key of an output: its ``destination`` template (placeholders ``{pipeline}``,
+    ``{run_id}``, ``{step}``, ``{output}``) filled in and checked to stay inside the workspace."""
+    template = cfg.get("destination") or DEFAULT_DESTINATION
+    try:
+        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=step, output=output)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DefinitionError(f"output {output!r} of step {step!r}: invalid destination {template!r} ({exc!r}); "
+                              "use only the placeholders {pipeline}, {run_id}, {step} and {output}") from exc
+    return check_workspace_path(f"outputs.{output}.destination", key)
 
 
 def check_script(op: Any, snapshot: Any) -> None:
@@ -216,10 +232,8 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
     argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
     outputs = {}
     for oname, cfg in sorted(op.outputs.items()):
-        template = cfg.get("destination") or DEFAULT_DESTINATION
-        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=op.step_name, output=oname)
-        outputs[oname] = {"key": check_workspace_path(f"outputs.{oname}.destination", key),
-                          "register_as": cfg.get("register_as")}
+        key = destination(cfg, pipeline, run_id, op.step_name, oname)
+        outputs[oname] = {"key": key, "register_as": cfg.get("register_as")}
     components = {
         "step": {
             "script": op.script,
