@@ -2,11 +2,21 @@
 
 Authentication is the Airflow 3 way: a JWT from ``POST /auth/token`` with a username and password, or a
 token given directly. Imports no Airflow: the CLI talks to a remote Airflow over HTTP.
+
+A busy Airflow answers slowly, drops connections or answers 5xx (SQLite's "database is locked" comes back
+as a 500). Calls that can safely be sent twice are retried on timeouts, transport errors, 5xx and 429,
+with exponential backoff (plus jitter) until an overall deadline (``retry_deadline``, default
+``MLPIPE_AIRFLOW_RETRY_DEADLINE`` or 120 s): every GET, ``POST /auth/token``, the ``is_paused`` PATCH, and a
+trigger, which always carries a ``dag_run_id`` (generated when not given) so that a 409 for that id on a
+retry means the first POST landed. Other POSTs (Asset events) are sent once. A refused connection (nothing
+listens) is retried for a few seconds only, so "Airflow is down" is reported quickly.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,15 +26,27 @@ import httpx
 from airflow_mlpipe.errors import MlpipeError
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_RETRY_DEADLINE = 120.0
+#: a refused connection (nothing listens: Airflow is down or restarting) is retried this long at most
+REFUSED_DEADLINE = 5.0
 
 
 class AirflowApiError(MlpipeError):
-    """The Airflow REST API refused a request; ``status`` is the HTTP status and ``detail`` its reason."""
+    """The Airflow REST API refused a request; ``status`` is the HTTP status and ``detail`` its reason.
+    A client error (4xx but a timeout or throttling) is permanent; no answer or a 5xx is transient."""
 
-    def __init__(self, message: str, status: int | None = None, detail: Any = None):
-        super().__init__(message)
+    def __init__(self, message: str, status: int | None = None, detail: Any = None, attempts: int = 1):
+        permanent = status is not None and 400 <= status < 500 and status not in (408, 425, 429)
+        super().__init__(message, permanent=permanent)
         self.status = status
         self.detail = detail
+        self.attempts = attempts
+
+
+def new_run_id() -> str:
+    """A run id in Airflow's own format for manual runs."""
+    return f"manual__{datetime.datetime.now(datetime.timezone.utc).isoformat()}"
 
 
 def _detail(response: httpx.Response) -> Any:
@@ -49,12 +71,26 @@ class AirflowClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        retry_deadline: float | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
     ) -> None:
         self.url = (url or os.environ.get("MLPIPE_AIRFLOW_URL") or "http://localhost:8080").rstrip("/")
         self._token = token or os.environ.get("MLPIPE_AIRFLOW_TOKEN")
+        self._given_token = bool(self._token)
         self._username = username or os.environ.get("MLPIPE_AIRFLOW_USERNAME")
         self._password = password or os.environ.get("MLPIPE_AIRFLOW_PASSWORD")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        if retry_deadline is None:
+            retry_deadline = float(os.environ.get("MLPIPE_AIRFLOW_RETRY_DEADLINE") or DEFAULT_RETRY_DEADLINE)
+        self.retry_deadline = retry_deadline
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        # the transport retries failed connection attempts itself; _send retries the rest
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=httpx.HTTPTransport(retries=2),
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -66,6 +102,41 @@ class AirflowClient:
         self.close()
 
     # ------------------------------------------------------------------ plumbing
+    def _send(self, method: str, path: str, retry: bool, **kwargs: Any) -> tuple[httpx.Response, int]:
+        """One call, retried (if ``retry``) on timeouts, transport errors and RETRY_STATUSES with exponential
+        backoff until ``retry_deadline``; (the last response, attempts made). Raises AirflowApiError when no
+        answer came at all."""
+        started = time.monotonic()
+        delay = self.backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:  # timeouts, refused or dropped connections, protocol errors
+                failure: httpx.Response | httpx.TransportError = exc
+            else:
+                if not (retry and response.status_code in RETRY_STATUSES):
+                    return response, attempt
+                failure = response
+            wait = delay * (0.5 + random.random() / 2)
+            if isinstance(failure, httpx.Response) and failure.headers.get("Retry-After", "").isdigit():
+                wait = max(wait, float(failure.headers["Retry-After"]))
+            elapsed = time.monotonic() - started
+            deadline = self.retry_deadline
+            if isinstance(failure, httpx.ConnectError):
+                deadline = min(deadline, REFUSED_DEADLINE)
+            if not retry or elapsed + wait > deadline:
+                if isinstance(failure, httpx.Response):
+                    return failure, attempt
+                tried = f" ({attempt} attempts in {elapsed:.0f}s)" if attempt > 1 else ""
+                raise AirflowApiError(
+                    f"{method} {path}: cannot reach Airflow at {self.url}{tried}: "
+                    f"{type(failure).__name__}: {failure}; is it running (and not overloaded)?"
+                ) from failure
+            time.sleep(wait)
+            delay = min(delay * 2, self.max_backoff)
+
     def token(self) -> str:
         if self._token:
             return self._token
@@ -74,10 +145,8 @@ class AirflowClient:
                 f"no credentials for {self.url}: set MLPIPE_AIRFLOW_TOKEN, or MLPIPE_AIRFLOW_USERNAME and "
                 "MLPIPE_AIRFLOW_PASSWORD"
             )
-        try:
-            response = self._http.post("/auth/token", json={"username": self._username, "password": self._password})
-        except httpx.HTTPError as exc:
-            raise AirflowApiError(f"cannot reach Airflow at {self.url}: {exc}; is it running?") from exc
+        response, _ = self._send("POST", "/auth/token", retry=True,
+                                 json={"username": self._username, "password": self._password})
         if response.status_code not in (200, 201):
             raise AirflowApiError(
                 f"login to {self.url} as {self._username!r} failed (HTTP {response.status_code}): "
@@ -87,23 +156,32 @@ class AirflowClient:
         self._token = response.json()["access_token"]
         return self._token
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        try:
-            response = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise AirflowApiError(f"cannot reach Airflow at {self.url}: {exc}; is it running?") from exc
+    def request(self, method: str, path: str, retry: bool | None = None, **kwargs: Any) -> Any:
+        """``method /api/v2{path}``; the JSON answer. ``retry`` defaults to True for GET only."""
+        retry = method == "GET" if retry is None else retry
+        extra_headers = kwargs.pop("headers", {})
+        for relogin in (True, False):
+            headers = {"Authorization": f"Bearer {self.token()}", **extra_headers}
+            response, attempts = self._send(method, f"/api/v2{path}", retry, headers=headers, **kwargs)
+            if response.status_code == 401 and relogin and not self._given_token:
+                self._token = None  # an expired JWT: log in again, once
+                continue
+            break
         if response.status_code >= 400:
             detail = _detail(response)
+            tried = f" (after {attempts} attempts)" if attempts > 1 else ""
             raise AirflowApiError(
-                f"{method} {path} answered HTTP {response.status_code}: {detail}", response.status_code, detail
+                f"{method} {path} answered HTTP {response.status_code}{tried}: {detail}", response.status_code, detail,
+                attempts=attempts,
             )
         return response.json() if response.content else None
 
     # ------------------------------------------------------------------ API
     def health(self) -> dict[str, Any]:
-        response = self._http.get("/api/v2/monitor/health")
-        response.raise_for_status()
+        response, attempts = self._send("GET", "/api/v2/monitor/health", retry=True)
+        if response.status_code != 200:
+            raise AirflowApiError(f"GET /monitor/health answered HTTP {response.status_code}: {_detail(response)}",
+                                  response.status_code, _detail(response), attempts=attempts)
         return response.json()
 
     def get_dag(self, dag_id: str) -> dict[str, Any]:
@@ -113,13 +191,24 @@ class AirflowClient:
         return self.request("GET", f"/dags/{dag_id}/details")
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
-        return self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+        # setting an absolute value: safe to send twice
+        return self.request("PATCH", f"/dags/{dag_id}", retry=True, json={"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
-        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        """Queue a run (``logical_date`` null). The run is named here (``manual__<UTC time>``, as Airflow
+        names it) unless ``run_id`` is given, so the POST can be retried: a 409 for that id on a retry
+        means an earlier attempt created it, and that run is returned."""
+        run_id = run_id or new_run_id()
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
+        try:
+            return self.request("POST", f"/dags/{dag_id}/dagRuns", retry=True, json=body)
+        except AirflowApiError as exc:
+            if exc.status != 409 or exc.attempts < 2:
+                raise
+            run = self.get_run(dag_id, run_id)
+            if run.get("conf") != body["conf"]:
+                raise
+            return run
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")

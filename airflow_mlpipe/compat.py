@@ -17,5 +17,5 @@ from airflow.sdk import (  # noqa: F401
     TaskGroup,
     get_parsing_context,
 )
-from airflow.sdk.exceptions import AirflowFailException  # noqa: F401
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent  # noqa: F401

@@ -24,7 +24,7 @@ with DAG(
     catchup=False,
     tags=["example", "mlpipe", "handwritten"],
     params={
-        "epochs": Param(20, type="integer", minimum=1, description="Passes over the training data."),
+        "epochs": Param(20, type="integer", minimum=1, maximum=500, description="Passes over the training data."),
         "regenerate_outputs": Param(False, type="boolean", description="Recompute every step."),
     },
 ) as dag:

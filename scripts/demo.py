@@ -2,7 +2,8 @@
 workspace (first time only), trigger the retraining pipeline through the REST API with a parameter
 override, wait for it and print what the run produced (read from the run itself: task states and the
 steps' XComs: ran or reused, metrics, model version and alias, outputs), then leave Airflow running
-until ``make stop``. A second ``make demo`` shows every unchanged step as reused."""
+until ``make stop``. A second ``make demo`` reuses the Airflow already running in the same home (never a
+second one: scripts/standalone.py decides under a lock) and shows every unchanged step as reused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pathlib
 import sys
 import time
 
-import httpx
 from rich.console import Console
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -25,20 +25,24 @@ REPO = standalone.REPO
 console = Console()
 
 
-def running_server(home: pathlib.Path) -> dict | None:
-    info_file = home / "standalone.json"
-    pid_file = home / "standalone.pid"
-    if not (info_file.exists() and pid_file.exists()):
-        return None
-    info = json.loads(info_file.read_text())
-    url = f"http://localhost:{info['port']}"
-    try:
-        if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code != 200:
-            return None
-    except httpx.HTTPError:
-        return None
-    passwords = home / "airflow" / "simple_auth_manager_passwords.json.generated"
-    return {"url": url, "username": "admin", "password": json.loads(passwords.read_text())["admin"]}
+def start_airflow(home: pathlib.Path, port: int) -> dict:
+    """The Airflow of ``home``: the running one, or a new one on ``port``; says what it waits for."""
+    t0 = time.monotonic()
+    printed = [0.0]
+    with console.status(f"starting Airflow (home {home}) ...") as status:
+        def on_wait(text: str) -> None:
+            if not text.startswith("waiting"):
+                console.print(text)
+            elif console.is_terminal:
+                status.update(text)
+            elif time.monotonic() - printed[0] >= 15:  # a log, not a terminal: a line now and then
+                console.print(text)
+                printed[0] = time.monotonic()
+
+        server = standalone.start(home, REPO / "dags_examples", port=port, timeout=300, on_wait=on_wait)
+    if not server["reused"]:  # else on_wait said so
+        console.print(f"Airflow answered after {time.monotonic() - t0:.0f}s (pid {server['pid']}, port {server['port']})")
+    return server
 
 
 def seed_workspace(path: pathlib.Path) -> None:
@@ -55,10 +59,19 @@ def seed_workspace(path: pathlib.Path) -> None:
                   f"non-US rows at {seeded['non_us_path']}")
 
 
-def settle_scheduled_runs(client: AirflowClient, dag_id: str) -> None:
-    """Unpausing a scheduled DAG (catchup off) starts its latest scheduled run at once: let that run finish
-    first, so the triggered run's summary is not mixed with it."""
-    time.sleep(3)
+def settle_scheduled_runs(client: AirflowClient, dag_id: str, dag: dict, timeout: float = 60) -> None:
+    """Unpausing a scheduled DAG (catchup off) starts its latest scheduled run at once: wait for the
+    scheduler to create it and let it finish first, so the triggered run's summary is not mixed with it."""
+    import datetime
+
+    run_after = dag.get("next_dagrun_run_after")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if not run_after or datetime.datetime.fromisoformat(run_after) > now:
+        return  # no time-based run is due: unpausing starts nothing now
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for the scheduler to start the scheduled run of {dag_id} ..."):
+        while not client.dag_runs(dag_id) and time.monotonic() < deadline:
+            time.sleep(1)
     running = [r for r in client.dag_runs(dag_id) if r["state"] not in ("success", "failed")]
     for run in running:
         console.print(f"Unpausing {dag_id} started its {run['run_type']} run {run['dag_run_id']}; waiting for it ...")
@@ -82,21 +95,14 @@ def main() -> int:
         except ValueError:
             conf[name] = raw
 
-    server = running_server(args.home)
-    if server:
-        console.print(f"Airflow already running at {server['url']}")
-    else:
-        console.print(f"Starting airflow standalone on port {args.port} (home {args.home}) ...")
-        t0 = time.monotonic()
-        server = standalone.start(args.home, REPO / "dags_examples", port=args.port)
-        console.print(f"Airflow answered after {time.monotonic() - t0:.0f}s")
-
+    server = start_airflow(args.home, args.port)
     seed_workspace(args.home / "workspace")
     with AirflowClient(server["url"], username=server["username"], password=server["password"]) as client:
-        standalone.wait_for_dag(client, args.dag)
-        if client.get_dag(args.dag).get("is_paused"):
+        with console.status(f"waiting for the DAG processor to parse {args.dag} ..."):
+            dag = standalone.wait_for_dag(client, args.dag, timeout=300)
+        if dag.get("is_paused"):
             client.set_paused(args.dag, False)
-            settle_scheduled_runs(client, args.dag)
+            settle_scheduled_runs(client, args.dag, dag)
         run = client.trigger(args.dag, conf)
         run_id = run["dag_run_id"]
         console.print(f"Triggered [bold]{args.dag}[/] through the REST API: run {run_id}, conf {json.dumps(conf)}")

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_mlpipe import __version__
 from airflow_mlpipe.get_provider_info import get_provider_info
+from tests.conftest import scaled
 
 
 def _modules(info: dict) -> list[str]:
@@ -66,12 +67,12 @@ def test_airflow_providers_list_shows_the_package(tmp_path):
     env = {"AIRFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "list", "-o", "json"],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
+        capture_output=True, text=True, env=env, timeout=scaled(120), check=True,
     ).stdout
     assert '"package_name": "airflow-mlpipe"' in out
     assert f'"version": "{__version__}"' in out
     conns = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "hooks", "-o", "json"],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
+        capture_output=True, text=True, env=env, timeout=scaled(120), check=True,
     ).stdout
     assert "airflow_mlpipe.hooks.workspace.MlpipeHook" in conns

@@ -23,7 +23,7 @@ import os
 import pathlib
 import sys
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -56,6 +56,31 @@ ConnIdOpt = Annotated[
     typer.Option("--conn-id", help="Airflow connection (type mlpipe) naming the workspace, when no --workspace."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
+
+
+# ------------------------------------------------------------------------------------------ groups
+
+
+def list_by_default(group: typer.Typer, command: Callable[..., None]) -> None:
+    """``mlpipe GROUP`` alone runs ``GROUP list`` (as ``git branch`` lists the branches), with the list
+    command's options (``mlpipe runs --pipeline p``). Options given before another sub-command are passed
+    on to it when it has them (``mlpipe runs --workspace W show RUN_ID``)."""
+    import inspect
+
+    options = list(inspect.signature(command, eval_str=True).parameters.values())
+
+    def callback(ctx: typer.Context, **values: Any) -> None:
+        if ctx.invoked_subcommand is None:
+            command(**values)
+            return
+        given = {p.name: values[p.name] for p in options if values[p.name] != p.default}
+        ctx.default_map = {**(ctx.default_map or {}), ctx.invoked_subcommand: given}
+
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    callback.__signature__ = inspect.Signature([context, *options])  # type: ignore[attr-defined]
+    callback.__annotations__ = {p.name: p.annotation for p in [context, *options]}
+    group.info.help = f"{group.info.help} Without a sub-command: {command.__name__.replace('_', ' ')}."
+    group.callback(invoke_without_command=True)(callback)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -166,14 +191,14 @@ def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
 def user_errors(where: str = "") -> Iterator[None]:
     """Turn domain and usage errors into one clear message and a meaningful exit code (no traceback)."""
     from airflow_mlpipe.client import AirflowApiError
-    from airflow_mlpipe.errors import ConflictError, MlpipeError, NotFoundError
+    from airflow_mlpipe.errors import ConfError, ConflictError, DefinitionError, MlpipeError, NotFoundError
 
     prefix = f"{where}: " if where else ""
     try:
         yield
     except typer.Exit:
         raise
-    except NotFoundError as exc:
+    except (NotFoundError, ConfError, DefinitionError) as exc:
         fail(f"{prefix}{exc}", EXIT_REFUSED)
     except ConflictError as exc:
         fail(f"{prefix}{exc}", EXIT_FAILED)

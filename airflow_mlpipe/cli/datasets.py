@@ -23,6 +23,7 @@ from airflow_mlpipe.cli.common import (
     esc,
     fail,
     human_bytes,
+    list_by_default,
     open_workspace,
     parse_pairs,
     parse_ref,
@@ -32,7 +33,7 @@ from airflow_mlpipe.cli.common import (
 )
 from airflow_mlpipe.cli.registry import names_rows, names_table, version_detail, versions_table
 
-datasets_app = typer.Typer(help="Registered, versioned datasets of the workspace.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Registered, versioned datasets of the workspace.")
 
 #: uploads at least this large get a progress bar (when stderr is a terminal, or with --progress).
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
@@ -265,6 +266,9 @@ def show_versions(ref: str, kind: str, workspace: str | None, conn_id: str, as_j
         from airflow_mlpipe.cli.models import aliases_table
 
         out.print(aliases_table(name, alias_records))
+
+
+list_by_default(datasets_app, list_datasets)  # `mlpipe datasets` alone lists
 
 
 def register(app: typer.Typer) -> None:

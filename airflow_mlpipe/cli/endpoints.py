@@ -17,12 +17,13 @@ from airflow_mlpipe.cli.common import (
     console,
     esc,
     fail,
+    list_by_default,
     open_workspace,
     print_json,
     user_errors,
 )
 
-endpoints_app = typer.Typer(help="Published pipeline endpoints and their default version.", no_args_is_help=True)
+endpoints_app = typer.Typer(help="Published pipeline endpoints and their default version.")
 
 DefinitionsOpt = Annotated[
     pathlib.Path | None,
@@ -123,6 +124,9 @@ def set_default_version(
         return
     console().print(f"endpoint {esc(endpoint)} now runs version {version} by default "
                     f"(DAG {esc(found[endpoint]['versions'][version])})")
+
+
+list_by_default(endpoints_app, list_endpoints)  # `mlpipe endpoints` alone lists
 
 
 def register(app: typer.Typer) -> None:

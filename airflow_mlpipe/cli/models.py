@@ -14,6 +14,7 @@ from airflow_mlpipe.cli.common import (
     WorkspaceOpt,
     console,
     esc,
+    list_by_default,
     open_workspace,
     print_json,
     user_errors,
@@ -21,8 +22,7 @@ from airflow_mlpipe.cli.common import (
 )
 from airflow_mlpipe.cli.registry import names_rows, names_table
 
-models_app = typer.Typer(help="Registered model versions and their aliases (production, staging...).",
-                         no_args_is_help=True)
+models_app = typer.Typer(help="Registered model versions and their aliases (production, staging...).")
 
 
 def reason_text(reason: Any) -> str:
@@ -111,6 +111,9 @@ def set_alias(
     else:
         change = f"moved from version {previous} to {version}"
     console().print(f"alias [bold]{esc(alias)}[/] of model [bold]{esc(name)}[/] {change}")
+
+
+list_by_default(models_app, list_models)  # `mlpipe models` alone lists
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from airflow_mlpipe.cli.common import (
     esc,
     fail,
     human_bytes,
+    list_by_default,
     open_workspace,
     print_json,
     short,
@@ -29,7 +30,7 @@ from airflow_mlpipe.cli.common import (
     when,
 )
 
-runs_app = typer.Typer(help="Pipeline runs recorded in the workspace.", no_args_is_help=True)
+runs_app = typer.Typer(help="Pipeline runs recorded in the workspace.")
 
 
 def step_counts(steps: dict[str, dict]) -> dict[str, int]:
@@ -268,6 +269,9 @@ def _value(value: Any) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+list_by_default(runs_app, list_runs)  # `mlpipe runs` alone lists
 
 
 def register(app: typer.Typer) -> None:

@@ -190,6 +190,24 @@ def _status_text(client: Any, dag_id: str, run: dict[str, Any], started: float) 
     return text
 
 
+class _PausedCheck:
+    """While the run is queued, look (every ``every`` seconds) whether its DAG got paused meanwhile: then
+    the run would never start, and ``--wait`` stops with the fix instead of waiting forever."""
+
+    def __init__(self, client: Any, dag_id: str, run_id: str, every: float = 15.0) -> None:
+        self.client, self.dag_id, self.run_id, self.every = client, dag_id, run_id, every
+        self.last = time.monotonic()
+
+    def __call__(self, run: dict[str, Any]) -> None:
+        if run.get("state") != "queued" or time.monotonic() - self.last < self.every:
+            return
+        self.last = time.monotonic()
+        if self.client.get_dag(self.dag_id).get("is_paused"):
+            fail(f"{self.dag_id} is paused, so run {self.run_id} stays queued; unpause it (UI, `mlpipe trigger "
+                 f"{self.dag_id} --unpause`, or PATCH /api/v2/dags/{self.dag_id} with {{\"is_paused\": false}}) and "
+                 "it starts", EXIT_UNAVAILABLE)
+
+
 def _dag_details(client: Any, dag_id: str) -> dict[str, Any]:
     from airflow_mlpipe.client import AirflowApiError
 
@@ -234,6 +252,10 @@ def trigger(
             conf = build_conf(declared_params(details), param, conf_json, version, dag_id=target)
         except ConfRefused as exc:
             fail(f"{exc}. Nothing was triggered.", EXIT_REFUSED)
+        if wait and details.get("is_paused") and not unpause:
+            fail(f"{target} is paused: its run would stay queued and --wait would wait forever. Trigger with "
+                 f"--unpause (or unpause it in the UI, or PATCH /api/v2/dags/{target} with "
+                 '{"is_paused": false}). Nothing was triggered.', EXIT_REFUSED)
         try:
             run = client.trigger(target, conf)
         except AirflowApiError as exc:
@@ -256,10 +278,14 @@ def trigger(
                 print_json({"dag_id": target, "run_id": run_id, "state": run.get("state"), "conf": conf})
             return
         started = time.monotonic()
+        paused_check = _PausedCheck(client, target, run_id)
         try:
             with err.status(f"run {run_id} is {run.get('state')}") as status:
-                run = client.wait(target, run_id, timeout=timeout, interval=1.0,
-                                  on_poll=lambda r: status.update(_status_text(client, target, r, started)))
+                def on_poll(r: dict[str, Any]) -> None:
+                    paused_check(r)
+                    status.update(_status_text(client, target, r, started))
+
+                run = client.wait(target, run_id, timeout=timeout, interval=1.0, on_poll=on_poll)
         except AirflowApiError as exc:
             if exc.status is None and time.monotonic() - started >= timeout:
                 fail(f"{exc}; it keeps running in Airflow: follow it at {client.url}/dags/{target}/runs/{run_id} "

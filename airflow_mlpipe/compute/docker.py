@@ -47,7 +47,7 @@ from airflow_mlpipe.compute.base import (
     start_timeout,
 )
 from airflow_mlpipe.compute.reaper import Reaper
-from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.errors import ComputeError, ComputeSetupError
 
 CONTAINER_WORKDIR = "/mlpipe/work"
 
@@ -93,7 +93,7 @@ class DockerTarget(ComputeTarget):
         try:
             import docker
         except ImportError as exc:
-            raise ComputeError("the docker compute target needs the 'docker' package (pip install docker)") from exc
+            raise ComputeSetupError("the docker compute target needs the 'docker' package (pip install docker)") from exc
         base_url = self._base_url()
         try:
             if base_url:
@@ -175,7 +175,7 @@ class DockerTarget(ComputeTarget):
         from airflow_mlpipe.runtime.bundle import bootstrap_command, runtime_env
 
         if not request.image:
-            raise ComputeError(f"step {request.step!r} runs on docker compute but its environment names no image")
+            raise ComputeSetupError(f"step {request.step!r} runs on docker compute but its environment names no image")
         # the compute entry's ``env`` (DockerCompute.env), then the request's (environment env, workspace
         # credentials) on top
         env = {str(k): str(v) for k, v in (self.config.get("env") or {}).items()}
@@ -201,7 +201,7 @@ class DockerTarget(ComputeTarget):
         for item in self.config.get("mounts") or []:
             parts = str(item).split(":")
             if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-                raise ComputeError(f"docker compute: invalid mount {item!r}; expected 'source:target[:ro]'")
+                raise ComputeSetupError(f"docker compute: invalid mount {item!r}; expected 'source:target[:ro]'")
             bind(parts[0], parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
         spec: dict[str, Any] = {
             "image": request.image,
@@ -242,7 +242,7 @@ class DockerTarget(ComputeTarget):
         except docker.errors.APIError as exc:
             raise ComputeError(f"docker compute: cannot inspect image {image!r}: {exc}") from exc
         if self.config.get("pull", "missing") == "never":
-            raise ComputeError(f"docker compute: image {image!r} is not present and pull is 'never'; build or load it")
+            raise ComputeSetupError(f"docker compute: image {image!r} is not present and pull is 'never'; build or load it")
         try:
             return client.images.pull(image)
         except Exception as exc:

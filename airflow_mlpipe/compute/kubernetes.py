@@ -44,7 +44,7 @@ from airflow_mlpipe.compute.base import (
     parse_memory,
 )
 from airflow_mlpipe.compute.docker import container_python, workspace_local_root
-from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.errors import ComputeError, ComputeSetupError
 
 CONTAINER = "step"
 WORKDIR = "/mlpipe/work"
@@ -99,7 +99,7 @@ def build_pod(request: StepRequest, config: dict[str, Any] | None = None) -> Any
 
     config = dict(config or {})
     if not request.image:
-        raise ComputeError(f"step {request.step!r} runs on kubernetes compute but its environment names no image")
+        raise ComputeSetupError(f"step {request.step!r} runs on kubernetes compute but its environment names no image")
     env = dict(request.env)
     env.update(runtime_env())
     env["MLPIPE_CONTEXT"] = json.dumps(request.context, sort_keys=True)

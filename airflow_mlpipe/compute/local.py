@@ -50,7 +50,7 @@ from airflow_mlpipe.compute.base import (
     start_timeout,
 )
 from airflow_mlpipe.compute.reaper import Reaper
-from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.errors import ComputeError, ComputeSetupError
 from airflow_mlpipe.runtime.context import PARENT_PID_ENV
 
 SCRATCH_DIR_ENV = "MLPIPE_SCRATCH_DIR"  # the worker-wide default of ``scratch_dir``
@@ -82,13 +82,13 @@ class LocalTarget(ComputeTarget):
         """The interpreter the step runs with: its cached venv's python (built on first use)."""
         if not self.config.get("isolated", True):
             if request.requirements or request.requirements_file:
-                raise ComputeError(
+                raise ComputeSetupError(
                     f"step {request.step!r}: the local compute has isolated=false but the environment "
                     "has requirements; remove them or use an isolated environment"
                 )
             found = shutil.which(request.python) if os.sep not in request.python else request.python
             if not found:
-                raise ComputeError(f"python interpreter {request.python!r} not found on this worker")
+                raise ComputeSetupError(f"python interpreter {request.python!r} not found on this worker")
             return found
         from airflow_mlpipe.compute.venvs import ensure_venv
 

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from airflow_mlpipe.errors import ComputeError
+from airflow_mlpipe.errors import ComputeError, ComputeSetupError
 
 VENV_DIR_ENV = "MLPIPE_VENV_DIR"
 MARKER = ".mlpipe-env.json"
@@ -82,7 +82,7 @@ def find_python(python: str) -> str:
     """The interpreter as the step would start it (``python3`` looked up on PATH, or a path)."""
     found = python if os.sep in python else shutil.which(python)
     if not found or not os.access(found, os.X_OK):
-        raise ComputeError(
+        raise ComputeSetupError(
             f"python interpreter {python!r} not found on this worker (PATH={os.environ.get('PATH', '')!r}); "
             "install it or set the environment's 'python' to an existing interpreter"
         )
@@ -128,7 +128,7 @@ def requirements_digest(path: str | os.PathLike[str] | None) -> str | None:
             data = file.read_bytes()
         except OSError as exc:
             named_by = f" (named in {trail[-1]})" if trail else ""
-            raise ComputeError(
+            raise ComputeSetupError(
                 f"cannot read the requirements file {str(file)!r}{named_by}: {exc.strerror or exc}; "
                 "fix the path (nested -r/-c paths are relative to the file that names them)"
             ) from exc
@@ -314,7 +314,7 @@ def ensure_venv(
     base_python = resolve_python(python)
     uv_bin = find_uv() if use_uv in (None, True) else None
     if use_uv and uv_bin is None:
-        raise ComputeError("uv was requested for building step environments but is not installed")
+        raise ComputeSetupError("uv was requested for building step environments but is not installed")
     with open(root / f"{env_hash}.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:

@@ -109,6 +109,8 @@ class StepBuilder:
             kwargs["compute_resources"] = _dump(step.resources)
         if step.hash_paths:
             kwargs["hash_paths"] = list(step.hash_paths)
+        if step.permanent_exit_codes:
+            kwargs["permanent_exit_codes"] = sorted(set(step.permanent_exit_codes))
         kwargs.update(_common(spec, name))
         return kwargs
 

@@ -49,11 +49,16 @@ class MlpipeHook(BaseHook):
         try:
             conn = self.get_connection(self.mlpipe_conn_id)
         except Exception as exc:  # Airflow raises AirflowNotFoundException; keep the message actionable
+            from airflow_mlpipe.compat import AirflowNotFoundException
+
+            # a connection that does not exist stays missing on a retry; a secrets backend that did not
+            # answer may answer next time
             raise WorkspaceError(
                 f"connection {self.mlpipe_conn_id!r} not found: create it with "
                 f"`airflow connections add {self.mlpipe_conn_id} --conn-type mlpipe "
                 "--conn-extra '{\"workspace\": \"file:///path/to/workspace\"}'` "
-                f"or set AIRFLOW_CONN_{self.mlpipe_conn_id.upper()}"
+                f"or set AIRFLOW_CONN_{self.mlpipe_conn_id.upper()} ({type(exc).__name__}: {exc})",
+                permanent=isinstance(exc, AirflowNotFoundException),
             ) from exc
         return self.settings_from_connection(conn, self.mlpipe_conn_id)
 
@@ -64,7 +69,8 @@ class MlpipeHook(BaseHook):
         if not uri:
             raise WorkspaceError(
                 f"connection {conn_id!r} has no workspace URI: set its extra field "
-                "'workspace' to file:///abs/dir or s3://bucket/prefix"
+                "'workspace' to file:///abs/dir or s3://bucket/prefix",
+                permanent=True,
             )
         options: dict[str, Any] = {}
         if uri.startswith("s3://"):

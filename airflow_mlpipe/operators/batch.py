@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -66,6 +66,7 @@ class MlpipeMergeOperator(BaseOperator):
     def step_name(self) -> str:
         return self.step
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.hooks.workspace import MlpipeHook
         from airflow_mlpipe.workspace.cache import cache_key
@@ -110,9 +111,7 @@ class MlpipeMergeOperator(BaseOperator):
     def _merge(self, ws: Any, pipeline: str, run_id: str, name: str, parts: list[dict]) -> dict[str, Any]:
         from airflow_mlpipe.workspace.manifest import check_output, make_manifest, seal_output
 
-        template = self.outputs[name].get("destination") or resolve.DEFAULT_DESTINATION
-        dest = template.format(pipeline=pipeline, run_id=resolve.safe_id(run_id), step=self.step, output=name)
-        dest = resolve.check_workspace_path(f"outputs.{name}.destination", dest)
+        dest = resolve.destination(self.outputs[name], pipeline, run_id, self.step, name)
         ds = ws.datastore
         ds.delete_prefix(dest)
         files: dict[str, dict] = {}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
 from airflow_mlpipe.errors import ConfError
+from airflow_mlpipe.operators.common import fail_fast
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -105,16 +106,13 @@ class MlpipeEndpointOperator(TriggerDagRunOperator):
                             f"its params: {sorted(allowed)}")
         return version, passed
 
+    @fail_fast
     def execute(self, context: Context) -> Any:
-        from airflow_mlpipe.compat import AirflowFailException
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         conf = dict(context["dag_run"].conf or {})
         override = default_override(MlpipeHook(self.mlpipe_conn_id).get_workspace(), self.endpoint)
-        try:
-            version, passed = self.choose(conf, override)
-        except ConfError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        version, passed = self.choose(conf, override)  # a ConfError fails the task without a retry
         self.trigger_dag_id = self.versions[version]
         self.conf = passed
         self.log.info("endpoint %s: running version %s (DAG %s) with conf %s", self.endpoint, version,

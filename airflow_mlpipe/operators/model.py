@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseOperator
-from airflow_mlpipe.errors import MlpipeError, StepFailed
+from airflow_mlpipe.errors import DefinitionError
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -65,6 +65,7 @@ class MlpipeRegisterModelOperator(BaseOperator):
 
         self.outlets = [*self.outlets, model_alias(model_name)]
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.assets import model_alias, model_asset
         from airflow_mlpipe.hooks.workspace import MlpipeHook
@@ -167,6 +168,7 @@ class MlpipeCompareOperator(BaseOperator):
         self.pipeline = pipeline
         self.mlpipe_conn_id = mlpipe_conn_id
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
@@ -177,8 +179,8 @@ class MlpipeCompareOperator(BaseOperator):
         upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(self.candidate, self.candidate)) or {}
         model = upstream.get("model")
         if not model:
-            raise StepFailed(f"compare step {self.task_id!r}: step {self.candidate!r} registered no model "
-                             "(is it a register_model step?)")
+            raise DefinitionError(f"compare step {self.task_id!r}: step {self.candidate!r} registered no model; "
+                                  "make the compare step's candidate a register_model step")
         name, version = model["name"], int(model["version"])
         value = self._metric(model.get("metrics") or {}, f"candidate {name} version {version}")
         holder = ws.models.get_alias(name, self.alias)
@@ -236,7 +238,7 @@ class MlpipeCompareOperator(BaseOperator):
     def _metric(self, metrics: Mapping[str, Any], what: str) -> float:
         values = _numeric(metrics)
         if self.metric not in values:
-            raise MlpipeError(
+            raise DefinitionError(
                 f"compare step {self.task_id!r}: {what} has no metric {self.metric!r} (it has: "
                 f"{', '.join(sorted(values)) or 'none'}); log it with context.log_metric in a metrics_from step"
             )

@@ -8,7 +8,14 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlpipe.errors import ConfError, NotFoundError, StepFailed, WorkspaceError
+from airflow_mlpipe.errors import (
+    ConfError,
+    DefinitionError,
+    InvalidReferenceError,
+    NotFoundError,
+    StepFailed,
+    WorkspaceError,
+)
 
 DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
 
@@ -187,29 +194,41 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
         ptype = op.param_types.get(pname, "dataset")
         if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
             key = check_workspace_path(pname, value)
-            return _digest_of_path(ws, key, f"params.{pname}={key}")
+            try:
+                return _digest_of_path(ws, key, f"params.{pname}={key}")
+            except NotFoundError as exc:
+                raise NotFoundError(f"input {name!r}: {exc}. Change param {pname!r} (its default or the run's "
+                                    "conf) to a path that holds data, or upload the data there") from exc
         return resolve_registered(ws, name, str(value), f"params.{pname}=")
     return resolve_registered(ws, name, parsed.raw, "")
 
 
 def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, Any]:
+    """A registered dataset or model version. An unknown or malformed reference is a permanent error whose
+    message says what to change: the param value (``prefix`` names it) or the step's input."""
+    models = ref.startswith("models:/")
+    where = f"param {prefix[len('params.'):-1]!r} (its default or the run's conf)" if prefix else f"input {name!r}"
     try:
-        if ref.startswith("models:/"):
-            version = ws.models.resolve_model_ref(ref)
-        else:
-            version = ws.datasets.resolve(ref)
+        version = ws.models.resolve_model_ref(ref) if models else ws.datasets.resolve(ref)
     except NotFoundError as exc:
-        raise NotFoundError(f"input {name!r}: {exc}") from exc
+        todo = ("register the model or fix the reference" if models else
+                "give a registered dataset (name, name:N or name:latest) or register it with "
+                "`mlpipe datasets register NAME PATH`")
+        raise NotFoundError(f"input {name!r}: {exc}. Change {where}: {todo}") from exc
+    except InvalidReferenceError as exc:
+        raise InvalidReferenceError(f"input {name!r}: {exc}. Change {where}: a dataset is name, name:N or "
+                                    "name:latest; a model models:/NAME/N or models:/NAME@ALIAS") from exc
     from airflow_mlpipe.workspace.manifest import check_output
 
     _, problems = check_output(ws.datastore, version.key, version.digest)
     if problems:
         # Refused, not rehashed: a version is immutable, and its digest is what runs, lineage and the
         # registry's digest index say it holds. Using other bytes under its name would make all of them lie.
-        raise WorkspaceError(
+        raise WorkspaceError(  # permanent: no retry brings the registered bytes back
             f"input {name!r}: {version.kind[:-1]} {version.name!r} version {version.version} "
             f"({ws.datastore.uri_for(version.key)}) no longer holds what was registered: {'; '.join(problems)}. "
-            "Restore its files, or register the data as a new version and use that"
+            "Restore its files, or register the data as a new version and use that",
+            permanent=True,
         )
     return _version_input(version, f"{prefix}{ref}")
 
@@ -220,6 +239,33 @@ def runtime_identity() -> dict[str, str]:
     from airflow_mlpipe.runtime.bundle import bundle_digest
 
     return {"airflow_mlpipe": __version__, "bundle": bundle_digest()}
+
+
+def destination(cfg: Mapping[str, Any], pipeline: str, run_id: str, step: str, output: str) -> str:
+    """The workspace key of an output: its ``destination`` template (placeholders ``{pipeline}``,
+    ``{run_id}``, ``{step}``, ``{output}``) filled in and checked to stay inside the workspace."""
+    template = cfg.get("destination") or DEFAULT_DESTINATION
+    try:
+        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=step, output=output)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DefinitionError(f"output {output!r} of step {step!r}: invalid destination {template!r} ({exc!r}); "
+                              "use only the placeholders {pipeline}, {run_id}, {step} and {output}") from exc
+    return check_workspace_path(f"outputs.{output}.destination", key)
+
+
+def check_script(op: Any, snapshot: Any) -> None:
+    """The step's script must be a file of its snapshot (a permanent error otherwise: no retry brings it)."""
+    import posixpath
+
+    script = posixpath.normpath(str(op.script).replace("\\", "/"))
+    if script in snapshot.files:
+        return
+    near = sorted(f for f in snapshot.files if f.endswith(".py"))[:20]
+    raise DefinitionError(
+        f"step {op.task_id!r}: script {op.script!r} is not in its source directory {op.source_directory!r} "
+        f"(or is excluded by .gitignore / .amlignore); python files there: {', '.join(near) or 'none'}. "
+        "Fix the step's script or source_directory."
+    )
 
 
 def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
@@ -236,6 +282,7 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
     # git info: only if it runs; a forced recomputation rehashes every file (DESIGN.md section 5)
     snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False,
                            trust_cache=not regenerate and op.allow_reuse)
+    check_script(op, snapshot)
     target = get_target(op.compute.get("type", "local"), op.compute)
     identity = target.identity(environment_request(op), lambda line: op.log.info("%s", line))
     run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
@@ -243,10 +290,8 @@ def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipelin
     argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
     outputs = {}
     for oname, cfg in sorted(op.outputs.items()):
-        template = cfg.get("destination") or DEFAULT_DESTINATION
-        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=op.step_name, output=oname)
-        outputs[oname] = {"key": check_workspace_path(f"outputs.{oname}.destination", key),
-                          "register_as": cfg.get("register_as")}
+        key = destination(cfg, pipeline, run_id, op.step_name, oname)
+        outputs[oname] = {"key": key, "register_as": cfg.get("register_as")}
     components = {
         "step": {
             "name": op.step_name,  # the pipeline's name stays out: copies and versions share steps

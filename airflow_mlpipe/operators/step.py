@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -49,6 +49,9 @@ class MlpipeStepOperator(BaseOperator):
     :param partitions: how many partitions there are (``${run.partitions}``).
     :param compute_resources: ``{"cpu", "memory", "gpu"}`` the compute target turns into limits or requests.
     :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
+    :param permanent_exit_codes: exit codes of the script that no retry can fix (e.g. ``[2]``, argparse's
+        usage error): the task fails at once instead of being retried. Other codes, a killed step and the
+        runtime's own failures keep Airflow's retries.
     :param mlpipe_conn_id: the ``mlpipe`` connection naming the workspace.
     """
 
@@ -77,6 +80,7 @@ class MlpipeStepOperator(BaseOperator):
         partition: int | None = None,
         partitions: int | None = None,
         strict_conf: bool = True,
+        permanent_exit_codes: Sequence[int] = (),
         mlpipe_conn_id: str = "mlpipe_default",
         **kwargs: Any,
     ) -> None:
@@ -99,6 +103,7 @@ class MlpipeStepOperator(BaseOperator):
         self.partition = partition
         self.partitions = partitions
         self.strict_conf = strict_conf
+        self.permanent_exit_codes = sorted({int(code) for code in permanent_exit_codes})
         self.mlpipe_conn_id = mlpipe_conn_id
         self._target: Any = None
         self._killed = threading.Event()
@@ -116,6 +121,7 @@ class MlpipeStepOperator(BaseOperator):
         return self.task_id if self.partition is None else f"{self.task_id}-p{int(self.partition)}"
 
     # ------------------------------------------------------------------ execute
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
@@ -261,11 +267,15 @@ class MlpipeStepOperator(BaseOperator):
             raise StepFailed(f"step {self.step_name!r} was killed; no output was committed", exit_code=code)
         if code != 0:
             log_tail = "\n".join(tail)
+            permanent = self._permanent_exit(ws, plan, attempt, code)
+            what = (f" Exit code {code} is in permanent_exit_codes {self.permanent_exit_codes} of the step: fix its "
+                    "arguments, params or inputs (see the log) and trigger again." if permanent else "")
             raise StepFailed(
-                f"step {self.step_name!r} of pipeline {pipeline!r}: {self.script} exited with code {code}. "
+                f"step {self.step_name!r} of pipeline {pipeline!r}: {self.script} exited with code {code}.{what} "
                 f"Last {len(tail)} log lines:\n{log_tail}",
                 exit_code=code,
                 log_tail=log_tail,
+                permanent=permanent,
             )
         result = ws.datastore.get_json(plan.result_key(attempt))
         if not result or result.get("status") != "succeeded":
@@ -275,6 +285,19 @@ class MlpipeStepOperator(BaseOperator):
                 exit_code=code,
             )
         return result
+
+    def _permanent_exit(self, ws: Any, plan: Any, attempt: int, code: int) -> bool:
+        """True if ``code`` is marked permanent and the script itself exited with it (the runtime's result
+        says phase "script"): the runtime's own failures (exit 2, phase prepare/commit) stay transient."""
+        if code not in self.permanent_exit_codes:
+            return False
+        from airflow_mlpipe.errors import WorkspaceError
+
+        try:
+            result = ws.datastore.get_json_or_none(plan.result_key(attempt))
+        except WorkspaceError:  # no readable result: not provably the script's own exit
+            return False
+        return isinstance(result, dict) and result.get("phase") == "script" and result.get("exit_code") == code
 
     def on_kill(self) -> None:
         self._killed.set()

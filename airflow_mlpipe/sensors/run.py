@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseSensorOperator
 from airflow_mlpipe.errors import MlpipeError
+from airflow_mlpipe.operators.common import fail_fast
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -17,7 +18,9 @@ TERMINAL = ("success", "failed")
 
 
 class PipelineRunFailed(MlpipeError):
-    """The run the sensor waited for ended in the failed state."""
+    """The run the sensor waited for ended in the failed state (permanent: waiting again cannot change it)."""
+
+    permanent = True
 
 
 class MlpipeRunSensor(BaseSensorOperator):
@@ -67,6 +70,7 @@ class MlpipeRunSensor(BaseSensorOperator):
             return True
         return False
 
+    @fail_fast
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
@@ -81,5 +85,6 @@ class MlpipeRunSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
+    @fail_fast
     def execute_complete(self, context: Context, event: Any = None) -> str:
         return self._finish(self._state(context) or "")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseSensorOperator
 from airflow_mlpipe.errors import WorkspaceError
+from airflow_mlpipe.operators.common import fail_fast
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -51,6 +52,7 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
             return int(self.after_version)  # a version number, or (alias) the version it is known to hold
         return current_state(self._workspace(), self.kind, self.name, self.alias, self.prefix)
 
+    @fail_fast
     def execute(self, context: Context) -> Any:
         self._baseline = self._start()
         if not self.deferrable:
@@ -80,6 +82,7 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
             return True
         return False
 
+    @fail_fast
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "changed":
             raise WorkspaceError(f"waiting for {self._what()} failed: {event.get('message')}")

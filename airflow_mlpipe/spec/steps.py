@@ -183,6 +183,11 @@ class PythonStep(StepBase):
         default_factory=list,
         description="Globs (relative to source_directory) that alone make the snapshot hash; default: all files.",
     )
+    permanent_exit_codes: Annotated[list[Annotated[int, Field(ge=1, le=255)]], BeforeValidator(none_to_empty_list)] = Field(
+        default_factory=list,
+        description="Exit codes of the script that no retry can fix (e.g. [2], a usage error): the task fails at "
+        "once instead of being retried.",
+    )
 
     @field_validator("script")
     @classmethod

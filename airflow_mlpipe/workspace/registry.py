@@ -23,7 +23,7 @@ import tempfile
 import time
 from typing import Any
 
-from airflow_mlpipe.errors import ConflictError, NotFoundError
+from airflow_mlpipe.errors import ConflictError, InvalidReferenceError, NotFoundError
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
 from airflow_mlpipe.workspace.manifest import (
     build_manifest,
@@ -47,7 +47,7 @@ MAX_CAS_ATTEMPTS = 100
 
 def check_name(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
-        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '_', '.', '-'")
+        raise InvalidReferenceError(f"invalid {what} {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
 
@@ -127,10 +127,10 @@ class VersionedRegistry:
             version = numbers[-1]
         if isinstance(version, str):
             if not version.isdigit():
-                raise ValueError(f"invalid {self._singular} version {version!r}: a number or 'latest'")
+                raise InvalidReferenceError(f"invalid {self._singular} version {version!r}: a number or 'latest'")
             version = int(version)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ValueError(f"invalid {self._singular} version {version!r}: a number >= 1 or 'latest'")
+            raise InvalidReferenceError(f"invalid {self._singular} version {version!r}: a number >= 1 or 'latest'")
         doc = self.datastore.get_json_or_none(self._version_key(name, version))
         if doc is None:
             numbers = self.version_numbers(name)
@@ -150,7 +150,7 @@ class VersionedRegistry:
     def resolve(self, ref: str) -> Version:
         """``name`` / ``name:latest`` / ``name:3``, or ``<kind>:/name/3`` / ``<kind>:/name@alias``."""
         if not isinstance(ref, str) or not ref:
-            raise ValueError(f"invalid {self._singular} reference {ref!r}")
+            raise InvalidReferenceError(f"invalid {self._singular} reference {ref!r}")
         scheme = f"{self.kind}:/"
         if ref.startswith(scheme):
             rest = ref[len(scheme) :]

@@ -38,6 +38,9 @@ def _error_code(exc: BaseException) -> str:
 
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+#: answers no retry changes: the connection's credentials or bucket must be fixed
+_REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "AllAccessDisabled",
+                  "InvalidBucketName"}
 
 
 class S3Datastore(Datastore):
@@ -93,7 +96,7 @@ class S3Datastore(Datastore):
             import boto3
             from botocore.config import Config
         except ImportError as exc:
-            raise WorkspaceError("the S3 datastore needs boto3: pip install boto3") from exc
+            raise WorkspaceError("the S3 datastore needs boto3: pip install boto3", permanent=True) from exc
         options: dict[str, Any] = {
             "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},  # total, first try included
             "max_pool_connections": max(10, 2 * self.max_concurrency + 2),
@@ -140,6 +143,9 @@ class S3Datastore(Datastore):
             if code == "NoSuchBucket":
                 return NotFoundError(f"bucket {self.bucket!r} does not exist ({where}); create it or fix the workspace URI")
             return NotFoundError(f"{where} does not exist")
+        if code in _REFUSED_CODES:
+            return WorkspaceError(f"cannot {action} {where}: {exc}; fix the credentials or the workspace URI of the "
+                                  "mlpipe connection", permanent=True)
         return WorkspaceError(f"cannot {action} {where}: {exc}")
 
     # -- objects

@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_mlpipe.errors import NotFoundError, WorkspaceError
+from airflow_mlpipe.errors import DefinitionError, NotFoundError, WorkspaceError
 from airflow_mlpipe.workspace.datastore import Datastore, check_key
 from airflow_mlpipe.workspace.manifest import hash_file, now_iso
 
@@ -284,7 +284,8 @@ def snapshot_source(
     source = pathlib.Path(source_dir)
     pairs = select_files(source)
     if not pairs:
-        raise WorkspaceError(f"source directory {str(source)!r} has no file to snapshot (all ignored?)")
+        raise DefinitionError(f"source directory {str(source)!r} has no file to snapshot (all ignored?); put the "
+                              "step's script there or fix its .gitignore / .amlignore")
     cache = _StatCache(pathlib.Path(cache_dir) if cache_dir else default_cache_dir(), source)
     try:
         files = _hash_files(pairs, cache, trust_cache)
@@ -297,7 +298,8 @@ def snapshot_source(
         spec = _spec(hash_paths)
         hashed = sorted(rel for rel in files if spec.match_file(rel))
         if not hashed:
-            raise ValueError(f"hash_paths {hash_paths!r} match no file of {str(source)!r}")
+            raise DefinitionError(f"hash_paths {hash_paths!r} match no file of {str(source)!r}; fix the step's "
+                                  "hash_paths (globs relative to its source_directory)")
         sha = tree_hash({rel: shas[rel] for rel in hashed})
     else:
         hashed, sha = sorted(files), content_sha

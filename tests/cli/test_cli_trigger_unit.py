@@ -186,6 +186,15 @@ def test_paused_dag_warns_or_unpauses(runner, fake):
     assert ("pause", "quick", False) in fake.calls
 
 
+def test_wait_on_a_paused_dag_is_refused_with_the_fix(runner, fake):
+    fake.scenario["paused"] = True
+    result = runner.invoke(app, ["trigger", "quick", "--wait"])
+    assert result.exit_code == 2, result.output
+    assert "quick is paused" in result.output and "--unpause" in result.output
+    assert "Nothing was triggered" in result.output
+    assert triggers(fake) == []
+
+
 def test_no_credentials_and_unreachable_airflow(runner, monkeypatch):
     monkeypatch.setenv("MLPIPE_AIRFLOW_URL", "http://127.0.0.1:9")
     none = runner.invoke(app, ["trigger", "quick"])

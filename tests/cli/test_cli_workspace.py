@@ -166,6 +166,24 @@ def test_runs_list_and_show(runner, ws, ws_dir, tmp_path):
     assert doc["run"]["steps"]["train"]["error"].endswith("boom")
 
 
+def test_groups_alone_list_as_git_branch_does(runner, ws, ws_dir, tmp_path):
+    """``mlpipe runs`` / ``models`` / ``datasets`` / ``endpoints`` alone list (the README's wording), with the
+    list command's options; options before another sub-command reach it."""
+    record_run(ws, tmp_path, "quick", "manual__2026-01-01T00:00:00+00:00", started=1_767_225_600)
+    ws.models.register("churn", make_tree(tmp_path / "m", {"model.json": "1"}))
+    ws.datasets.register("raw", make_tree(tmp_path / "d", {"a.csv": "1"}))
+    for group in ("runs", "models", "datasets"):
+        alone = runner.invoke(app, [group, "--workspace", str(ws_dir), "--json"])
+        assert alone.exit_code == 0, alone.output
+        assert json.loads(alone.stdout) == json.loads(invoke(runner, ws_dir, group, "list", "--json").stdout)
+    assert "manual__2026-01-01T00:00:00+00:00" in runner.invoke(app, ["runs", "-w", str(ws_dir), "-p", "quick"]).output
+    endpoints = runner.invoke(app, ["endpoints", "--definitions", str(tmp_path), "--workspace", str(ws_dir)])
+    assert endpoints.exit_code == 0, endpoints.output
+    shown = runner.invoke(app, ["runs", "--workspace", str(ws_dir), "show", "manual__2026-01-01T00:00:00+00:00"])
+    assert shown.exit_code == 0, shown.output
+    assert "run manual__2026-01-01T00:00:00+00:00 of pipeline quick" in shown.output
+
+
 def test_runs_errors(runner, ws, ws_dir, tmp_path):
     record_run(ws, tmp_path, "quick", "r1")
     unknown = invoke(runner, ws_dir, "runs", "show", "nope")

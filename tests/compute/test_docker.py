@@ -11,6 +11,7 @@ import pytest
 from airflow_mlpipe.compute import StepTimedOut, get_target
 from airflow_mlpipe.errors import ComputeError
 from airflow_mlpipe.workspace.manifest import read_manifest
+from tests.conftest import scaled
 
 from .conftest import STEP_IMAGE, prep_request, script_request
 
@@ -64,9 +65,9 @@ def test_kill_stops_the_container(docker_url, workspace, src_dir):
     t0 = time.monotonic()
     target.kill()
     target.kill()
-    runner.join(30)
+    runner.join(scaled(30))
     assert not runner.is_alive() and box["code"] in (137, 143)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < scaled(10)
     client = docker.DockerClient(base_url=docker_url)
     assert not client.containers.list(all=True, filters={"label": "mlpipe.step=sleepy"})
     client.close()

@@ -13,6 +13,7 @@ from airflow_mlpipe.compute import StepTimedOut, get_target
 from airflow_mlpipe.compute.local import LocalTarget
 from airflow_mlpipe.errors import ComputeError
 from airflow_mlpipe.workspace.manifest import build_manifest, read_manifest
+from tests.conftest import scaled
 
 from .conftest import make_context, prep_request, script_request
 
@@ -95,16 +96,16 @@ def test_kill_stops_the_step_and_its_children(local_config, workspace, src_dir, 
     t0 = time.monotonic()
     runner.start()
     while not pids.exists() or not pids.read_text():
-        assert time.monotonic() - t0 < 20, "the step did not start"
+        assert time.monotonic() - t0 < scaled(20), "the step did not start"
         time.sleep(0.05)
     launcher_pid, child_pid = map(int, pids.read_text().split())
     target.kill()
     target.kill()  # idempotent
-    runner.join(15)
+    runner.join(scaled(15))
     assert not runner.is_alive()
     assert box["code"] == 143  # SIGTERM; the launcher records a failed result
-    assert time.monotonic() - t0 < 10
-    deadline = time.monotonic() + 5
+    assert time.monotonic() - t0 < scaled(10)
+    deadline = time.monotonic() + scaled(5)
     while (_alive(child_pid) or _alive(launcher_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child_pid) and not _alive(launcher_pid)
@@ -127,8 +128,8 @@ def test_kill_escalates_to_sigkill_when_sigterm_is_ignored(local_config, workspa
     assert started.wait(20)
     t0 = time.monotonic()
     target.kill()
-    runner.join(15)
-    assert box["code"] == 137 and 0.9 < time.monotonic() - t0 < 8
+    runner.join(scaled(15))
+    assert box["code"] == 137 and 0.9 < time.monotonic() - t0 < scaled(8)
 
 
 def test_kill_before_run_refuses_to_start(local_config, workspace, src_dir):
@@ -143,7 +144,7 @@ def test_timeout_kills_and_raises(local_config, workspace, src_dir):
     t0 = time.monotonic()
     with pytest.raises(StepTimedOut, match="timeout"):
         get_target("local", local_config).run(script_request(workspace, src_dir, "t.py", body, timeout=1), lambda line: None)
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < scaled(8)
 
 
 def test_environment_is_minimal_and_carries_request_env(local_config, workspace, src_dir, monkeypatch):

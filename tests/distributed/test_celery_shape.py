@@ -28,6 +28,7 @@ import distributed  # noqa: E402
 import standalone  # noqa: E402
 
 from airflow_mlpipe.workspace.manifest import read_manifest  # noqa: E402
+from tests.conftest import scaled  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def _run(shape, client, conf: dict | None = None) -> dict:
     posted = time.time()
     run = client.trigger(DAG_ID, conf or {})
     run_id = run["dag_run_id"]
-    run = client.wait(DAG_ID, run_id, timeout=900, interval=0.5, on_poll=sample)
+    run = client.wait(DAG_ID, run_id, timeout=scaled(900), interval=0.5, on_poll=sample)
     observed_end = time.time()
     tis = {ti["task_id"]: ti for ti in client.task_instances(DAG_ID, run_id)}
     xcoms = {task: client.xcom(DAG_ID, run_id, task) for task in STEPS}
@@ -120,7 +121,7 @@ def runs(shape):
     from airflow_mlpipe.client import AirflowClient
 
     with AirflowClient(shape.url, username=shape.username, password=shape.password) as client:
-        standalone.wait_for_dag(client, DAG_ID, timeout=180)
+        standalone.wait_for_dag(client, DAG_ID, timeout=scaled(180))
         client.set_paused(DAG_ID, False)
         cold = _run(shape, client)
         reused = _run(shape, client)

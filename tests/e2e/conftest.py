@@ -30,6 +30,8 @@ import textwrap
 
 import pytest
 
+from tests.conftest import scaled
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 TEST_PIPELINES: dict[str, str] = {
@@ -110,7 +112,7 @@ def airflow_standalone(tmp_path_factory):
     dags = copy_dags(home / "dags")
     workspace = home / "workspace"
     workspace.mkdir()
-    server = standalone.start(home, dags, port=standalone.free_port(), workspace=workspace.as_uri(), timeout=240)
+    server = standalone.start(home, dags, port=standalone.free_port(), workspace=workspace.as_uri(), timeout=scaled(240))
     try:
         info = {
             **server,
@@ -132,9 +134,9 @@ def airflow_standalone(tmp_path_factory):
 
 
 def _reap_in_background(pid: int) -> None:
-    """standalone.start() launched Airflow as OUR child: once it exits it stays a zombie (and its process
-    group "alive" for standalone.stop's os.killpg(pid, 0) probe, which then waits its full timeout) until
-    we reap it. Reap it as soon as it exits."""
+    """standalone.start() launched Airflow as OUR child: once it exits it stays a zombie until we reap it
+    (standalone.stop counts a zombie as gone, but the process table entry stays). Reap it as soon as it
+    exits."""
     import os
     import threading
 
@@ -148,7 +150,9 @@ def _reap_in_background(pid: int) -> None:
 
 
 def wait_for_dag(info: dict, dag_id: str, timeout: float = 180) -> dict:
-    """Block until the DAG processor of ``info``'s Airflow has parsed ``dag_id``; returns the DAG."""
+    """Block until the DAG processor of ``info``'s Airflow has parsed ``dag_id`` (``timeout`` scaled by
+    MLPIPE_TEST_TIMEOUT_FACTOR); returns the DAG."""
+    timeout = scaled(timeout)
     from airflow_mlpipe.client import AirflowClient
 
     with AirflowClient(info["url"], username=info["username"], password=info["password"]) as client:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from airflow_mlpipe.cli.main import app
 from airflow_mlpipe.client import AirflowClient
+from tests.conftest import scaled
 from tests.e2e.conftest import wait_for_dag
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -102,6 +103,25 @@ def test_bad_values_and_unknown_params_are_refused_before_anything_runs(airflow)
     assert "Traceback" not in typed.output + unknown.output + bounds.output + no_dag.output
 
 
+def test_trigger_wait_on_a_paused_dag_fails_fast_with_the_fix(airflow):
+    """--wait on a paused DAG would wait forever (the run stays queued): refused at once, nothing queued."""
+    with client(airflow) as c:
+        was_paused = c.get_dag(QUICKSTART)["is_paused"]
+        c.set_paused(QUICKSTART, True)
+        try:
+            before = run_count(airflow, QUICKSTART)
+            started = time.monotonic()
+            result = mlpipe(airflow, "trigger", QUICKSTART, "--param", "rows=300", "--wait", "--timeout", "90")
+            elapsed = time.monotonic() - started
+            assert result.exit_code == 2, result.output
+            assert "mlpipe_quickstart is paused" in result.output and "--unpause" in result.output, result.output
+            assert "Nothing was triggered" in result.output
+            assert elapsed < scaled(60), elapsed
+            assert run_count(airflow, QUICKSTART) == before
+        finally:
+            c.set_paused(QUICKSTART, was_paused)
+
+
 def test_failed_run_names_the_step_and_shows_its_log_tail(airflow):
     result = mlpipe(airflow, "trigger", CHECK, "--param", "fail=true", "--param", "message=boom-42",
                     "--wait", "--unpause", "--timeout", "600")
@@ -134,7 +154,7 @@ def test_registering_a_new_dataset_version_runs_the_pipeline_scheduled_on_it(air
     assert unknown.exit_code == 0, unknown.output
     assert "no DAG is scheduled on (or produces) dataset 'e2e_nobody_listens'" in unknown.output
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     with client(airflow) as c:
         while True:
             new = [r for r in c.dag_runs(CHECK) if r["dag_run_id"] not in before]
@@ -143,7 +163,7 @@ def test_registering_a_new_dataset_version_runs_the_pipeline_scheduled_on_it(air
             assert time.monotonic() < deadline, "the Asset event did not create a run of mlpipe_e2e_check"
             time.sleep(1)
         assert new[0]["run_type"] == "asset_triggered"
-        run = c.wait(CHECK, new[0]["dag_run_id"], timeout=300)
+        run = c.wait(CHECK, new[0]["dag_run_id"], timeout=scaled(300))
         assert run["state"] == "success"
 
 
@@ -158,7 +178,7 @@ def test_official_airflow_client_triggers_and_reads_state_and_xcom(airflow):
         runs = af.DagRunApi(api)
         body = af.TriggerDAGRunPostBody(logical_date=None, conf={"rows": 300, "epochs": 5})
         run = runs.trigger_dag_run(QUICKSTART, body)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + scaled(600)
         while True:
             state = runs.get_dag_run(QUICKSTART, run.dag_run_id).state
             if str(getattr(state, "value", state)) in ("success", "failed"):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from airflow_mlpipe.client import AirflowApiError, AirflowClient
+from tests.conftest import scaled
 
 pytestmark = pytest.mark.integration
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,7 +28,7 @@ def seeded(airflow_standalone):
     client = AirflowClient(airflow_standalone["url"], username=airflow_standalone["username"],
                            password=airflow_standalone["password"])
     for dag_id in ("income_retrain", "income_retrain_v1", "income_retrain_v2"):
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while True:
             try:
                 client.get_dag(dag_id)
@@ -43,8 +44,12 @@ def seeded(airflow_standalone):
 
 
 def _settle(client: AirflowClient, dag_id: str, timeout: float = 300) -> None:
-    time.sleep(3)
-    deadline = time.monotonic() + timeout
+    """Unpausing a weekly DAG makes the scheduler start its latest scheduled run: wait for that run to
+    appear, then for every run of the DAG to end."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not client.dag_runs(dag_id):
+        assert time.monotonic() < deadline, f"unpausing {dag_id} started no scheduled run"
+        time.sleep(1)
     while any(r["state"] not in ("success", "failed") for r in client.dag_runs(dag_id)):
         assert time.monotonic() < deadline, f"{dag_id} runs did not finish"
         time.sleep(1)
@@ -52,14 +57,14 @@ def _settle(client: AirflowClient, dag_id: str, timeout: float = 300) -> None:
 
 def _endpoint(client: AirflowClient, conf: dict) -> tuple[str, dict]:
     run = client.trigger("income_retrain", conf)
-    run = client.wait("income_retrain", run["dag_run_id"], timeout=600)
+    run = client.wait("income_retrain", run["dag_run_id"], timeout=scaled(600))
     return run["state"], client.xcom("income_retrain", run["dag_run_id"], "run_pipeline", key="endpoint_version")
 
 
 def _cli(airflow_standalone, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **airflow_standalone["cli_env"]}
     return subprocess.run([sys.executable, "-m", "airflow_mlpipe.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=scaled(300))
 
 
 def test_endpoint_runs_the_default_version_or_the_requested_one(seeded, airflow_standalone):
@@ -95,7 +100,7 @@ def test_new_raw_data_triggers_retraining_through_the_asset_schedule(seeded, air
     assert registered.returncode == 0, registered.stderr
     assert "announced to Airflow" in registered.stdout and "income_retrain_v2" in registered.stdout
 
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + scaled(180)
     while True:
         new = [r for r in client.dag_runs("income_retrain_v2") if r["dag_run_id"] not in before]
         if new:
@@ -103,7 +108,7 @@ def test_new_raw_data_triggers_retraining_through_the_asset_schedule(seeded, air
         assert time.monotonic() < deadline, "no run was triggered by the new dataset version"
         time.sleep(1)
     assert new[0]["run_type"] == "asset_triggered"
-    run = client.wait("income_retrain_v2", new[0]["dag_run_id"], timeout=600)
+    run = client.wait("income_retrain_v2", new[0]["dag_run_id"], timeout=scaled(600))
     assert run["state"] == "success"
     prep = client.xcom("income_retrain_v2", run["dag_run_id"], "prep")
     assert prep["reused"] is False, "new data: the prep step ran"

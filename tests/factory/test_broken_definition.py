@@ -15,12 +15,13 @@ import sys
 
 import pytest
 
+from tests.conftest import scaled
 from tests.operators.kit import EXAMPLES, make_dags_folder, private_airflow_home
 
 QUICKSTART = (EXAMPLES / "pipelines" / "quickstart.yaml").read_text()
 SECOND = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: second_pipeline")
 BROKEN = QUICKSTART.replace("pipeline: mlpipe_quickstart", "pipeline: broken_pipeline").replace(
-    "    maximum: 1000000\n", "    maximum: 1000000\n    minimun: 5\n")  # a typo'd key under params.rows
+    "    maximum: 100000\n", "    maximum: 100000\n    minimun: 5\n")  # a typo'd key under params.rows
 
 
 def broken_line() -> int:
@@ -55,7 +56,7 @@ def test_dag_processor_stores_one_import_error(folder, tmp_path):
 
     def airflow(*args: str, code: int = 0) -> str:
         proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
-                              timeout=240)
+                              timeout=scaled(240))
         assert proc.returncode == code, proc.stderr[-3000:]
         return proc.stdout
 

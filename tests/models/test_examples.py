@@ -9,6 +9,7 @@ import time
 import pytest
 
 from airflow_mlpipe.workspace.core import Workspace
+from tests.conftest import REPO
 
 EXPECTED = {
     "mlpipe_quickstart", "income_retrain_v1", "income_retrain_v2", "income_retrain", "income_batch_score",
@@ -62,3 +63,41 @@ def test_maintenance_dag_collects_only_old_unreferenced_outputs(income_env):
     assert real.state == "success"
     assert not ws.datastore.exists("outputs/p/old-run/step/out/file.bin")
     assert ws.datasets.get("income_raw", 1)  # registered data is never collected
+
+
+def _number_params(definition: str) -> dict:
+    from airflow_mlpipe.spec import load_pipeline
+
+    spec = load_pipeline(REPO / "dags_examples" / "pipelines" / definition)
+    return {name: p for name, p in spec.params.items() if p.type in ("integer", "number")}
+
+
+@pytest.mark.parametrize("definition", sorted(p.name for p in (REPO / "dags_examples" / "pipelines").glob("*.yaml")))
+def test_every_number_param_of_the_examples_is_bounded(definition):
+    """A param without bounds lets a user pick a value the script was never run with (a huge l2...)."""
+    for name, param in _number_params(definition).items():
+        low = param.minimum if param.minimum is not None else param.exclusive_minimum
+        high = param.maximum if param.maximum is not None else param.exclusive_maximum
+        assert low is not None and high is not None, f"{definition}: param {name!r} needs a minimum and a maximum"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
+def test_the_retraining_example_survives_the_extreme_values_its_params_allow(income_env):
+    """The largest learning rate, epochs and l2 together (the old explicit L2 step diverged to NaN weights
+    and evaluate's AUC loop never ended on NaN scores), then the smallest ones."""
+    import math
+
+    from tests.models.conftest import run_pipeline
+
+    dags, _ = income_env
+    params = _number_params("income_retrain.yaml")
+    highest = {name: p.maximum for name, p in params.items()}
+    lowest = {name: p.minimum if p.minimum is not None else p.exclusive_minimum + 1e-9 for name, p in params.items()}
+    assert highest == {"learning_rate": 5, "epochs": 500, "l2": 10}
+    for conf in (highest, lowest):
+        run, xcoms = run_pipeline(dags, "income_retrain.yaml", conf)
+        assert run.state == "success", (conf, {k: v[0] for k, v in xcoms.items()})
+        metrics = xcoms["evaluate"][1]["metrics"]
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+        assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["accuracy"] <= 1

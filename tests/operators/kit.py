@@ -142,12 +142,14 @@ def private_airflow_home(root: pathlib.Path, template: pathlib.Path | None = Non
     import subprocess
     import sys
 
+    from tests.conftest import scaled
+
     template = template or root.parent / "airflow-template"
     if not (template / "airflow.db").exists():
         template.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, AIRFLOW_HOME=str(template))
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
-                       capture_output=True, timeout=300)
+                       capture_output=True, timeout=scaled(300))
     root.mkdir(parents=True)
     shutil.copy(template / "airflow.db", root / "airflow.db")
     return root

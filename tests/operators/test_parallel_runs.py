@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from tests.conftest import scaled
 from tests.operators.kit import EXAMPLES, local_target, make_dags_folder, private_airflow_home
 
 RUNS = 8
@@ -40,7 +41,7 @@ def test_eight_concurrent_runs_keep_their_outputs(tmp_path):
         procs.append((subprocess.Popen([sys.executable, "-m", "airflow", "dags", "test", "qs_parallel", "-c",
                                         json.dumps(conf)], env=env, stdout=log, stderr=subprocess.STDOUT), log))
     for i, (proc, log) in enumerate(procs):
-        code = proc.wait(timeout=500)
+        code = proc.wait(timeout=scaled(500))
         log.close()
         assert code == 0, (tmp_path / f"run{i}.log").read_text()[-3000:]
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.conftest import scaled
 from tests.operators.kit import EXAMPLES, activate, load, local_target, make_dags_folder, run
 
 QUICKSTART = (EXAMPLES / "pipelines" / "quickstart.yaml").read_text()
@@ -78,7 +79,7 @@ def test_metrics_manifests_and_registered_dataset(airflow_db, quickstart_dags, t
     assert asset_events(again.run_id) == []
 
 
-def airflow_cli(args: list[str], dags, target, timeout: float = 180) -> subprocess.CompletedProcess:
+def airflow_cli(args: list[str], dags, target, timeout: float = scaled(180)) -> subprocess.CompletedProcess:
     env = dict(os.environ, AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW_CONN_MLPIPE_DEFAULT=target.connection())
     return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)

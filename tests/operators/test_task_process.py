@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, scaled
 from tests.operators.kit import activate, load, local_target, make_dags_folder, run
 
 PIPELINE = """
@@ -67,7 +67,7 @@ def test_a_reused_step_loads_no_definition_models(airflow_db, tmp_path, monkeypa
     assert first.state == "success" and first.ran() == {"s1", "s2"}, first.states
 
     out = subprocess.run([sys.executable, "-c", PROBE, str(dags)], capture_output=True, text=True,
-                         cwd=REPO, env=dict(os.environ), timeout=300)
+                         cwd=REPO, env=dict(os.environ), timeout=scaled(300))
     assert out.returncode == 0, out.stderr[-3000:]
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert probe["state"] == "success" and probe["reused"] == {"s1": True, "s2": True}, probe

@@ -14,6 +14,7 @@ import pytest
 
 from airflow_mlpipe.runtime.bundle import launch_command, stage_runtime
 from airflow_mlpipe.workspace.datastore import LocalDatastore
+from tests.conftest import scaled
 
 CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/root/.pyenv/versions/3.11.7/bin/python")
 
@@ -77,7 +78,7 @@ def run_launcher(python: str, runtime_dir: pathlib.Path, context: dict, cwd: pat
     env.update(extra_env or {})
     return subprocess.run(
         launch_command(python),
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=scaled(timeout),
     )
 
 

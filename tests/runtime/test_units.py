@@ -23,6 +23,7 @@ from airflow_mlpipe.runtime.launch import Launcher
 from airflow_mlpipe.runtime.materialize import RuntimeStepError, materialise_inputs, prepare_outputs
 from airflow_mlpipe.workspace.datastore import LocalDatastore
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_output
+from tests.conftest import scaled
 from tests.workspace.conftest import make_tree
 
 from .conftest import make_context
@@ -212,7 +213,7 @@ def test_launcher_against_s3(tmp_path, moto_env, s3_workspace_uri, moto_s3_optio
                        inputs={"x": {"key": "outputs/p/r1/a/x", "kind": "dir"}}, outputs={"y": "outputs/p/r1/b/y"})
     env = dict(moto_env, PYTHONPATH=str(runtime_dir), MLPIPE_CONTEXT=json.dumps(ctx))
     proc = subprocess.run(bundle.launch_command(sys.executable), cwd=work, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 0, proc.stderr
     assert (work / ".mlpipe" / "inputs" / "x" / "x.txt").read_text() == "hello"
     assert ds.read_bytes("outputs/p/r1/b/y/y.txt") == b"hello"
@@ -256,7 +257,7 @@ def test_bootstrap_runs_the_launcher_from_the_zip_in_isolated_mode(plain_python,
     argv = bundle.bootstrap_command(plain_python)
     argv.insert(1, "-I")
     env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
-    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
     assert proc.returncode == 0, proc.stderr
     assert "True False" in proc.stdout  # the big variable is not passed on to the script's children
     assert ws.read_bytes("outputs/p/r1/s/o/f") == b"hi"

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from airflow_mlpipe.workspace.core import Workspace
-from tests.conftest import use_dags_folder
+from tests.conftest import scaled, use_dags_folder
 
 SENSOR_DAG = textwrap.dedent(
     """
@@ -32,10 +32,10 @@ SENSOR_DAG = textwrap.dedent(
          {"name": "raw", "after_version": 2, "deferrable": False, "poke_interval": 0.5}),
     ]:
         with DAG(dag_id, schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
-            cls(task_id="sensor", poll_interval=0.5, timeout=60, **kwargs)
+            cls(task_id="sensor", poll_interval=0.5, timeout=SENSOR_TIMEOUT, **kwargs)
         globals()[dag_id] = dag
     """
-)
+).replace("SENSOR_TIMEOUT", repr(scaled(60)))
 
 RUN_DAGS = textwrap.dedent(
     """
@@ -54,9 +54,9 @@ RUN_DAGS = textwrap.dedent(
     with DAG("mlpipe_watcher", schedule=None, start_date=datetime.datetime(2026, 1, 1),
              params={"run_id": ""}) as watcher:
         MlpipeRunSensor(task_id="wait_run", dag_id_to_watch="mlpipe_watched", run_id="{{ params.run_id }}",
-                        poll_interval=0.5, timeout=60)
+                        poll_interval=0.5, timeout=SENSOR_TIMEOUT)
     """
-)
+).replace("SENSOR_TIMEOUT", repr(scaled(60)))
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_quickstart_graph():
     assert spec.schedule is None and spec.catchup is False and spec.max_active_runs == 4
     assert spec.registered_datasets() == {"quickstart_table": ("prep", "table")}
     assert spec.steps["train"].outputs["model"].destination == "outputs/{pipeline}/{run_id}/{step}/{output}"
-    assert spec.line_of("steps", "train", "script") == 63
+    assert spec.line_of("steps", "train", "script") == 65
     ref = spec.input_refs("train")["table"]
     assert (ref.kind, ref.step, ref.name) == ("step_output", "prep", "table")
 

@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import seed_income  # noqa: E402
 import standalone  # noqa: E402
 
+from tests.conftest import scaled  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 DAG_ID = "income_retrain_v2"
@@ -60,7 +62,7 @@ def airflow_ui(tmp_path_factory):
     workspace = home / "workspace"
     workspace.mkdir()
     seed_income.seed(workspace.as_uri(), us_rows=3000, non_us_rows=200, score_rows=200)
-    server = standalone.start(home, dags, workspace=workspace.as_uri(), timeout=240)
+    server = standalone.start(home, dags, workspace=workspace.as_uri(), timeout=scaled(240))
     try:
         yield {**server, "home": home, "workspace_uri": workspace.as_uri()}
     finally:
@@ -80,7 +82,7 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
 
     url = airflow_ui["url"]
     with AirflowClient(url, username=airflow_ui["username"], password=airflow_ui["password"]) as client:
-        standalone.wait_for_dag(client, DAG_ID, timeout=180)
+        standalone.wait_for_dag(client, DAG_ID, timeout=scaled(180))
         client.set_paused(DAG_ID, False)
         before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID)}
 
@@ -91,12 +93,12 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
             )
             try:
                 page = browser.new_page()
-                page.set_default_timeout(30_000)
+                page.set_default_timeout(scaled(30_000))
                 page.goto(f"{url}/")
                 page.fill("input[name=username]", airflow_ui["username"])
                 page.fill("input[name=password]", airflow_ui["password"])
                 page.keyboard.press("Enter")
-                page.wait_for_url(lambda u: "login" not in u, timeout=30_000)
+                page.wait_for_url(lambda u: "login" not in u, timeout=scaled(30_000))
                 page.goto(f"{url}/dags/{DAG_ID}")
                 page.get_by_role("button", name="Trigger").first.click()
                 submit = page.locator('[data-testid="trigger-dag-submit"]')
@@ -126,7 +128,7 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
             finally:
                 browser.close()
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         new_runs: list[dict] = []
         while not new_runs and time.monotonic() < deadline:
             new_runs = [r for r in client.dag_runs(DAG_ID) if r["dag_run_id"] not in before]
@@ -138,7 +140,7 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
         assert {k: run["conf"][k] for k in ("training_data", "learning_rate", "l2", "regenerate_outputs")} == {
             "training_data": "income_raw:latest", "learning_rate": 0.5, "l2": 0.0001, "regenerate_outputs": False,
         }
-        finished = client.wait(DAG_ID, run["dag_run_id"], timeout=600, interval=1)
+        finished = client.wait(DAG_ID, run["dag_run_id"], timeout=scaled(600), interval=1)
         assert finished["state"] == "success", {t["task_id"]: t["state"] for t in
                                                 client.task_instances(DAG_ID, run["dag_run_id"])}
 

@@ -10,6 +10,7 @@ import pytest
 from airflow_mlpipe.errors import NotFoundError
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_content
 from airflow_mlpipe.workspace.registry import Version, VersionedRegistry
+from tests.conftest import scaled
 
 from .conftest import make_tree, overwrite_in_place, subprocess_target
 
@@ -129,13 +130,13 @@ def test_parallel_registrations_processes(workspace, ds_target, tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i, d in enumerate(dirs)
     ]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while len(list(tmp_path.glob("go.*"))) < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
     go.touch()  # every child is ready: they all register at once
     versions = []
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=scaled(60))
         assert proc.returncode == 0, err
         versions.append(int(out.strip()))
     assert sorted(versions) == list(range(1, 9))

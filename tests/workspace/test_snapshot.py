@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from airflow_mlpipe.errors import WorkspaceError
+from airflow_mlpipe.errors import DefinitionError, WorkspaceError
 from airflow_mlpipe.workspace import snapshot as snapmod
 from airflow_mlpipe.workspace.snapshot import select_files, snapshot_source, unpack_snapshot
 
@@ -89,8 +89,9 @@ def test_hash_paths(workspace, tmp_path):
     assert s2.key != s1.key and s2.uploaded  # ... but the archive carries the new file
     (src / "src/m.py").write_text("m2")
     assert snapshot_source(workspace.datastore, src, hash_paths=["src/", "train.py"], git=False).sha256 != s1.sha256
-    with pytest.raises(ValueError, match="match no file"):
+    with pytest.raises(DefinitionError, match="match no file") as refused:  # the user's to fix: no retry
         snapshot_source(workspace.datastore, src, hash_paths=["nothing/"], git=False)
+    assert refused.value.permanent
 
 
 def test_stat_cache_avoids_rehashing(tmp_path, monkeypatch):
@@ -142,8 +143,9 @@ def test_unpack_refuses_escaping_members(workspace, tmp_path):
 
 def test_empty_source_is_an_error(workspace, tmp_path):
     make_tree(tmp_path / "s", {".amlignore": "*\n"})
-    with pytest.raises(WorkspaceError, match="no file"):
+    with pytest.raises(DefinitionError, match="no file") as refused:
         snapshot_source(workspace.datastore, tmp_path / "s", git=False)
+    assert refused.value.permanent
 
 
 def _age(path, seconds_ago: float = 3600.0) -> int:

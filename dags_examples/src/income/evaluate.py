@@ -1,6 +1,8 @@
-"""evaluate: accuracy, AUC and F1 of the model on the held-out rows."""
+"""evaluate: accuracy, AUC and F1 of the model on the held-out rows. Refuses a model whose scores are not
+numbers (NaN), instead of computing metrics from them."""
 
 import argparse
+import math
 import pathlib
 
 from incomelib import LABEL, encode, load_json, predict, read_rows, save_json
@@ -16,6 +18,11 @@ args = parser.parse_args()
 model = load_json(args.model / "model.json")
 rows = read_rows(args.data / "test.csv")
 scores = [predict(model, encode(r, model["encoder"])) for r in rows]
+if not rows:
+    raise SystemExit(f"evaluate: no test rows in {args.data / 'test.csv'}")
+bad = sum(not math.isfinite(s) for s in scores)
+if bad:
+    raise SystemExit(f"evaluate: the model scores {bad} of {len(rows)} rows as NaN; retrain it (lower learning_rate)")
 labels = [r[LABEL] == ">50K" for r in rows]
 tp = sum(s > 0.5 and y for s, y in zip(scores, labels))
 fp = sum(s > 0.5 and not y for s, y in zip(scores, labels))
@@ -29,7 +36,7 @@ neg = len(labels) - pos
 rank_sum = 0.0
 i = 0
 while i < len(ranked):
-    j = i
+    j = i + 1  # at least one row per group: the loop always moves on
     while j < len(ranked) and ranked[j][0] == ranked[i][0]:
         j += 1
     avg_rank = (i + j + 1) / 2

@@ -50,6 +50,9 @@ def encode(row: dict, enc: dict) -> list[float]:
 
 
 def sigmoid(z: float) -> float:
+    """1 / (1 + e^-z), with z clipped to [-30, 30]; NaN stays NaN (callers check)."""
+    if math.isnan(z):
+        return z
     return 1 / (1 + math.exp(-max(min(z, 30.0), -30.0)))
 
 

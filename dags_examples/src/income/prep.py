@@ -20,6 +20,9 @@ rows = [r for r in read_rows(args.raw) if all(r.get(c, "").strip() not in ("", "
 random.Random(args.seed).shuffle(rows)
 cut = int(len(rows) * (1 - args.test_fraction))
 train, test = rows[:cut], rows[cut:]
+if not train or not test:
+    raise SystemExit(f"prep: {len(rows)} usable rows in {args.raw}: too few to split into train and test; "
+                     "give training data with more rows")
 columns = NUMERIC + CATEGORICAL + [LABEL]
 for name, part in (("train", train), ("test", test)):
     with open(args.out / f"{name}.csv", "w", newline="") as fh:

@@ -1,6 +1,11 @@
-"""train: logistic regression by full-batch gradient descent with L2, on the encoded training rows."""
+"""train: logistic regression by full-batch gradient descent with L2, on the encoded training rows.
+
+The L2 term is applied as a proximal (implicit) step, w <- (w - lr * grad) / (1 + lr * l2), which shrinks
+the weights towards zero for every l2 >= 0 and learning rate > 0: the explicit step w - lr * (grad + l2 * w)
+diverges (and ends in inf/NaN weights) as soon as lr * l2 > 2."""
 
 import argparse
+import math
 import pathlib
 
 from incomelib import LABEL, encode, load_json, predict, read_rows, save_json
@@ -14,6 +19,10 @@ parser.add_argument("--epochs", type=int, required=True)
 parser.add_argument("--l2", type=float, default=0.0)
 parser.add_argument("--model", type=pathlib.Path, required=True)
 args = parser.parse_args()
+if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)) or not (args.l2 >= 0 and math.isfinite(args.l2)):
+    parser.error(f"--learning-rate must be > 0 and --l2 >= 0, both finite; got {args.learning_rate}, {args.l2}")
+if args.epochs < 1:
+    parser.error(f"--epochs must be >= 1, got {args.epochs}")
 
 enc = load_json(args.data / "encoder.json")
 rows = read_rows(args.data / "train.csv")
@@ -31,7 +40,10 @@ for epoch in range(args.epochs):
             if xi:
                 gw[i] += err * xi
     model["bias"] -= args.learning_rate * gb / n
-    model["weights"] = [w - args.learning_rate * (g / n + args.l2 * w) for w, g in zip(model["weights"], gw)]
+    shrink = 1 + args.learning_rate * args.l2
+    model["weights"] = [(w - args.learning_rate * g / n) / shrink for w, g in zip(model["weights"], gw)]
+    if not all(math.isfinite(w) for w in [model["bias"], *model["weights"]]):
+        raise SystemExit(f"train: the weights stopped being finite numbers at epoch {epoch}; lower --learning-rate")
     if epoch % 10 == 0 or epoch == args.epochs - 1:
         acc = sum((predict(model, x) > 0.5) == (y == 1.0) for x, y in zip(xs, ys)) / n
         context.log_metric("train_accuracy", acc, step=epoch)
