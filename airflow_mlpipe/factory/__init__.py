@@ -28,7 +28,7 @@ from typing import Any
 from airflow_mlpipe import __version__
 from airflow_mlpipe.factory.builders import builder_for, dag_id_for
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: params carry mlpipe_type, the integer bounds and the control-character refusal
 REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 

@@ -48,11 +48,14 @@ def test_quickstart_renders_exactly():
     params = {name: dag.params.get_param(name) for name in dag.params}
     assert list(params) == ["rows", "seed", "learning_rate", "epochs", "regenerate_outputs"]
     expected = {
-        "rows": (2000, "Number of synthetic rows to generate.", {"type": "integer", "minimum": 100, "maximum": 1000000}),
-        "seed": (7, "Random seed for the data generator.", {"type": "integer"}),
+        "rows": (2000, "Number of synthetic rows to generate.",
+                 {"mlpipe_type": "integer", "type": "integer", "minimum": 100, "maximum": 1000000}),
+        "seed": (7, "Random seed for the data generator.",  # no bounds declared: what the runtime carries
+                 {"mlpipe_type": "integer", "type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}),
         "learning_rate": (0.5, "Gradient-descent step size used by the train step.",
-                          {"type": "number", "exclusiveMinimum": 0, "maximum": 10}),
-        "epochs": (30, "Passes over the training data.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                          {"mlpipe_type": "number", "type": "number", "exclusiveMinimum": 0, "maximum": 10}),
+        "epochs": (30, "Passes over the training data.",
+                   {"mlpipe_type": "integer", "type": "integer", "minimum": 1, "maximum": 1000}),
         "regenerate_outputs": (False, REGENERATE_DESCRIPTION, {"type": "boolean"}),
     }
     for name, (default, description, schema) in expected.items():
