@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import refuse_unknown_conf
+from airflow_mlpipe.operators.common import refuse_bad_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -48,13 +48,19 @@ class MlpipeStepOperator(BaseOperator):
     :param partition: this task's share of a partitioned step (``${run.partition}``; set by ``.expand``).
     :param partitions: how many partitions there are (``${run.partitions}``).
     :param compute_resources: ``{"cpu", "memory", "gpu"}`` the compute target turns into limits or requests.
-    :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
+    :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG (values are
+        always checked: ``spec/values.py``). Serialized with the DAG: the API server plugin honours it.
     :param mlpipe_conn_id: the ``mlpipe`` connection naming the workspace.
     """
 
     template_fields: Sequence[str] = ("arguments", "env")
     template_fields_renderers = {"arguments": "json", "env": "json"}
     ui_color = "#d8ecf7"
+
+    @classmethod
+    def get_serialized_fields(cls) -> frozenset[str]:
+        """Airflow's fields plus ``strict_conf``, which the trigger-time check reads from the serialized DAG."""
+        return frozenset(super().get_serialized_fields() | {"strict_conf"})
 
     def __init__(
         self,
@@ -122,8 +128,7 @@ class MlpipeStepOperator(BaseOperator):
         dag_run = context["dag_run"]
         conf = dict(getattr(dag_run, "conf", None) or {})
         params = dict(context["params"])
-        if self.strict_conf:
-            refuse_unknown_conf(self, conf)
+        refuse_bad_conf(self, conf, unknown_keys=self.strict_conf)
         hook = MlpipeHook(self.mlpipe_conn_id)
         ws = hook.get_workspace()
         pipeline = self.pipeline or self.dag_id
