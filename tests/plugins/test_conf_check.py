@@ -245,3 +245,80 @@ def test_a_missing_connection_is_unreachable(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_DEFAULT", '{"conn_type": "mlpipe", "extra": {}}')
     with pytest.raises(WorkspaceUnreachable, match="connection 'mlpipe_default'"):
         RegistryCheck().problems([("data", "income_raw")])
+
+
+# ------------------------------------------------------------------------------------------- check()
+# The Airflow parts of check() (the metadata DB behind self.pipelines, the auth manager behind authorized())
+# answer fixed values here; everything else is real. The e2e test runs them for real.
+
+DECLARED = {"data": {"value": "income_raw:latest", "schema": {"mlpipe_type": "dataset", "type": "string"}},
+            "n": {"value": 1, "schema": {"mlpipe_type": "integer", "type": "integer"}}}
+
+
+class _Pipelines:
+    def get(self, dag_id):
+        return Pipeline(DECLARED, True) if dag_id == "p" else None
+
+
+def _check(monkeypatch, body: dict, dag_id: str = "p") -> Verdict:
+    async def allowed(scope, dag_id):
+        return True
+
+    monkeypatch.setattr(conf_check, "authorized", allowed)
+    mw = ConfCheckMiddleware(ECHO)
+    mw.pipelines = _Pipelines()
+    return asyncio.run(mw.check({"type": "http"}, dag_id, json.dumps(body).encode()))
+
+
+def test_check_refuses_unknown_keys_and_bad_values_before_reading_the_workspace(monkeypatch, tmp_path):
+    _connection(monkeypatch, (tmp_path / "not-mounted").as_uri())
+    verdict = _check(monkeypatch, {"conf": {"nn": 1, "n": 2**60}})
+    assert verdict.refusal == (
+        "p has no param 'nn' (did you mean 'n'?); declared params: data, n, regenerate_outputs; "
+        "param 'n': 1152921504606846976 is out of range: integers must be within "
+        "-9007199254740991..9007199254740991 (what JSON, the Airflow UI and the step carry exactly). "
+        "Nothing was triggered: fix the conf and trigger again")
+
+
+def test_check_lets_a_run_through_when_the_workspace_cannot_be_read(monkeypatch, tmp_path, caplog):
+    _connection(monkeypatch, (tmp_path / "not-mounted").as_uri())
+    verdict = _check(monkeypatch, {"conf": {"data": "income_raw:2"}})
+    assert verdict.refusal is None
+    assert verdict.note.startswith("datasets not checked: workspace file://") and "is not a folder" in verdict.note
+    assert "trigger of p let through, datasets not checked" in caplog.text
+
+
+def test_check_gives_up_on_a_workspace_that_does_not_answer(monkeypatch):
+    import socket
+
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        _connection(monkeypatch, "s3://bucket/ws", endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                    region_name="us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+        monkeypatch.setenv("MLPIPE_TRIGGER_CHECK_TIMEOUT", "1")
+        verdict = _check(monkeypatch, {"dag_id": "p", "dag_run_conf": {"data": "income_raw"}}, dag_id=None)
+    finally:
+        silent.close()
+    assert verdict == Verdict(note="datasets not checked: the workspace did not answer within 1s")
+
+
+def test_check_leaves_other_dags_and_other_bodies_to_airflow(monkeypatch):
+    assert _check(monkeypatch, {"conf": {"x": 1}}, dag_id="not_mlpipe") == Verdict()
+    assert _check(monkeypatch, {"conf": ["not", "a", "mapping"]}) == Verdict()
+    assert _check(monkeypatch, {"dag_run_conf": {"x": 1}}, dag_id=None) == Verdict()  # a backfill without dag_id
+
+
+def test_check_reads_the_registry_for_the_defaults_too(monkeypatch, tmp_path):
+    """No conf: the run uses the defaults, and a default naming no registered dataset is refused too."""
+    from airflow_mlpipe.workspace.core import Workspace
+
+    ws_dir = tmp_path / "ws"
+    Workspace.from_uri(ws_dir.as_uri())  # an empty workspace
+    ws_dir.mkdir()
+    _connection(monkeypatch, ws_dir.as_uri())
+    verdict = _check(monkeypatch, {"conf": None})
+    assert verdict.refusal.startswith("param 'data': dataset 'income_raw' is not registered in file://")
