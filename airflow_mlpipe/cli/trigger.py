@@ -252,8 +252,10 @@ def trigger(
             run = client.trigger(target, conf)
         except AirflowApiError as exc:
             if exc.status == 400:
-                fail(f"Airflow refused the conf of {target}: {first_line(exc.detail)}. Nothing was triggered; "
-                     "fix the value(s) and trigger again.", EXIT_REFUSED)
+                reason = first_line(exc.detail).rstrip(".")
+                if "Nothing was triggered" not in reason:  # the plugin's refusals say it already
+                    reason += ". Nothing was triggered; fix the value(s) and trigger again"
+                fail(f"Airflow refused the conf of {target}: {reason}.", EXIT_REFUSED)
             raise
         if details.get("is_paused"):  # after the trigger: a refused conf leaves the DAG as it was
             if unpause:

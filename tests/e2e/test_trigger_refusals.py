@@ -206,4 +206,5 @@ def test_mlpipe_trigger_shows_the_servers_refusal_of_an_unregistered_dataset(air
     out = " ".join(result.output.split())
     assert "Airflow refused the conf of mlpipe_e2e_inputs" in out
     assert "dataset 'e2e_tabel' is not registered" in out and "(did you mean 'e2e_table'?)" in out
+    assert out.count("Nothing was triggered") == 1, out
     assert run_ids(airflow, INPUTS) == before
