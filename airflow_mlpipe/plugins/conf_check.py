@@ -71,16 +71,13 @@ class Pipeline:
 
 def describe_dag(dag: Any) -> Pipeline | None:
     """A deserialized DAG -> ``Pipeline``, or None when no task of it is an airflow-mlpipe operator."""
-    strict = None
-    for task in getattr(dag, "tasks", ()):
-        module = str(getattr(task, "_task_module", None) or "")
-        if not (module == OPERATORS_PACKAGE or module.startswith(OPERATORS_PACKAGE + ".")):
-            continue
-        partial = getattr(task, "partial_kwargs", None) or {}
-        task_strict = getattr(task, "strict_conf", partial.get("strict_conf", True)) is not False
-        strict = bool(strict) or task_strict
-    if strict is None:
+    mlpipe_tasks = [task for task in getattr(dag, "tasks", ())
+                    if str(getattr(task, "_task_module", None) or "").startswith(OPERATORS_PACKAGE + ".")]
+    if not mlpipe_tasks:
         return None
+    # mapped tasks keep their arguments in partial_kwargs; operators without strict_conf always refuse
+    strict = any(getattr(task, "strict_conf", (getattr(task, "partial_kwargs", None) or {}).get("strict_conf", True))
+                 is not False for task in mlpipe_tasks)
     declared: dict[str, dict[str, Any]] = {}
     params = getattr(dag, "params", None) or {}
     for name in params:

@@ -3,8 +3,9 @@ the REST API (a bearer token, and the UI form's way: its cookie and a Referer, t
 backfill, the official ``apache-airflow-client`` and ``mlpipe trigger``. Each refusal is an HTTP 400 (or the
 CLI's exit 2) whose message names the param and what to do, and no run is created.
 
-The refusals come from the provider's plugin (airflow_mlpipe/plugins), which Airflow loads from the
-provider info; the rules are airflow_mlpipe/spec/values.py, shared with the CLI and the tasks."""
+The refusals come from the provider's plugin (airflow_mlpipe/plugins), which Airflow loads by itself (the
+``airflow.plugins`` entry point, or the provider info); the rules are airflow_mlpipe/spec/values.py, shared
+with the CLI and the tasks."""
 
 from __future__ import annotations
 
