@@ -18,6 +18,7 @@ import datetime
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,6 +48,18 @@ class AirflowApiError(MlpipeError):
 def new_run_id() -> str:
     """A run id in Airflow's own format for manual runs."""
     return f"manual__{datetime.datetime.now(datetime.timezone.utc).isoformat()}"
+
+
+def url_segment(value: Any) -> str:
+    """``value`` as one path segment of a URL: a run id like ``manual__2026-01-01T00:00:00+00:00`` or any
+    id holding '/', '?', '#', '%' or spaces reaches Airflow as itself."""
+    return urllib.parse.quote(str(value), safe="")
+
+
+def api_path(*segments: Any) -> str:
+    """``api_path("dags", dag_id, "dagRuns", run_id)`` -> ``/dags/<dag_id>/dagRuns/<run_id>``, each segment
+    escaped (``url_segment``)."""
+    return "".join("/" + url_segment(segment) for segment in segments)
 
 
 def _detail(response: httpx.Response) -> Any:
@@ -185,14 +198,14 @@ class AirflowClient:
         return response.json()
 
     def get_dag(self, dag_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/dags/{dag_id}")
+        return self.request("GET", api_path("dags", dag_id))
 
     def get_dag_details(self, dag_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/dags/{dag_id}/details")
+        return self.request("GET", api_path("dags", dag_id, "details"))
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
         # setting an absolute value: safe to send twice
-        return self.request("PATCH", f"/dags/{dag_id}", retry=True, json={"is_paused": paused})
+        return self.request("PATCH", api_path("dags", dag_id), retry=True, json={"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
         """Queue a run (``logical_date`` null). The run is named here (``manual__<UTC time>``, as Airflow
@@ -201,7 +214,7 @@ class AirflowClient:
         run_id = run_id or new_run_id()
         body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         try:
-            return self.request("POST", f"/dags/{dag_id}/dagRuns", retry=True, json=body)
+            return self.request("POST", api_path("dags", dag_id, "dagRuns"), retry=True, json=body)
         except AirflowApiError as exc:
             if exc.status != 409 or exc.attempts < 2:
                 raise
@@ -211,18 +224,17 @@ class AirflowClient:
             return run
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return self.request("GET", api_path("dags", dag_id, "dagRuns", run_id))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
-            "task_instances"
-        ]
+        path = api_path("dags", dag_id, "dagRuns", run_id, "taskInstances")
+        return self.request("GET", path, params={"limit": 1000})["task_instances"]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         try:
             entry = self.request(
                 "GET",
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                api_path("dags", dag_id, "dagRuns", run_id, "taskInstances", task_id, "xcomEntries", key),
                 params={"map_index": map_index, "deserialize": True},
             )
         except AirflowApiError as exc:
@@ -277,7 +289,7 @@ class AirflowClient:
     def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The DAG's runs, newest first."""
         data = self.request(
-            "GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-run_after"}
+            "GET", api_path("dags", dag_id, "dagRuns"), params={"limit": limit, "order_by": "-run_after"}
         )
         return data.get("dag_runs", [])
 
@@ -292,7 +304,7 @@ class AirflowClient:
         ``timestamp``, and ``error_detail`` for exceptions) or plain lines."""
         data = self.request(
             "GET",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            api_path("dags", dag_id, "dagRuns", run_id, "taskInstances", task_id, "logs", try_number),
             params={"map_index": map_index, "full_content": True},
             headers={"Accept": "application/json"},
         )

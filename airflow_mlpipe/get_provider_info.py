@@ -41,6 +41,9 @@ def get_provider_info() -> dict:
             {"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.triggers.workspace"]}
         ],
         "hooks": [{"integration-name": "ML pipelines", "python-modules": ["airflow_mlpipe.hooks.workspace"]}],
+        # loaded from here with [core] lazy_discover_providers = False, else through the airflow.plugins
+        # entry point (pyproject.toml); see airflow_mlpipe/plugins/__init__.py
+        "plugins": [{"name": "mlpipe", "plugin-class": "airflow_mlpipe.plugins.MlpipePlugin"}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_mlpipe.hooks.workspace.MlpipeHook",

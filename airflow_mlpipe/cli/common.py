@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import difflib
 import importlib.util
 import json
 import os
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from airflow_mlpipe.spec.values import did_you_mean  # noqa: F401 - the commands import it from here
 
 if TYPE_CHECKING:
     from airflow_mlpipe.client import AirflowClient
@@ -156,11 +157,6 @@ def epoch(value: Any) -> float | None:
             moment = moment.replace(tzinfo=datetime.timezone.utc)
         return moment.timestamp()
     return None
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_ref(ref: str, what: str) -> tuple[str, str]:

@@ -2,18 +2,26 @@
 
 Airflow's ``GET /api/v2/dags/{dag_id}/details`` answers ``"params": {NAME: {"value": default,
 "schema": {"type": "integer", "minimum": 1, ...}, "description": ..., "source": ...}}``; the text after
-``=`` is converted to the schema's type, and a name that is not declared is refused here, before
-anything runs. Bounds and patterns are left to Airflow (a refused conf is an HTTP 400).
+``=`` is converted to the schema's type (integers and numbers in plain ASCII digits: no ``1_0``, no
+``١٢``), a name that is not declared is refused here, and so is a value the shared rules refuse
+(``spec/values.py``: control characters, integers beyond 53 bits, a model or a URI where a dataset or a
+workspace path is expected...), before anything is sent. Bounds and patterns the pipeline declares are left
+to Airflow, and whether a dataset is registered to the API server's plugin (a refused conf is an HTTP 400).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlpipe.cli.common import did_you_mean
+from airflow_mlpipe.spec.values import (
+    conf_problems,
+    did_you_mean,
+    parse_int,
+    parse_number,
+    unknown_key_problem,
+)
 
 TRUE = frozenset({"true", "yes", "y", "on", "1"})
 FALSE = frozenset({"false", "no", "n", "off", "0"})
@@ -58,15 +66,9 @@ def _example(schema: Mapping[str, Any], types: list[str], default: Any) -> str:
 def _convert(raw: str, kind: str) -> Any:
     text = raw.strip()
     if kind == "integer":
-        return int(text, 10)
+        return parse_int(text)
     if kind == "number":
-        try:
-            return int(text, 10)
-        except ValueError:
-            value = float(text)
-        if math.isnan(value) or math.isinf(value):
-            raise ValueError("not a finite number")
-        return value
+        return parse_number(text)
     if kind == "boolean":
         low = text.lower()
         if low in TRUE:
@@ -129,12 +131,8 @@ def build_conf(
 ) -> dict[str, Any]:
     """``dag_run.conf`` from ``--conf-json`` (first), ``--param`` items (typed, they win) and ``--version``.
     Raises ConfRefused for unknown names, untypable values or a malformed item."""
-    names = sorted(declared)
-    listing = ", ".join(names) if names else "none"
-
     def unknown(name: str) -> ConfRefused:
-        return ConfRefused(f"{dag_id} has no param {name!r}{did_you_mean(name, names)}; "
-                           f"declared params: {listing}")
+        return ConfRefused(unknown_key_problem(dag_id, name, declared))
 
     conf: dict[str, Any] = {}
     if conf_json:
@@ -161,4 +159,7 @@ def build_conf(
             raise ConfRefused(f"--version: {dag_id} is not a pipeline endpoint (it declares no "
                               f"{VERSION_PARAM!r} param); trigger the endpoint's DAG, or this DAG without --version")
         conf[VERSION_PARAM] = version
+    problems = conf_problems(dag_id, declared, conf)
+    if problems:
+        raise ConfRefused("; ".join(problems))
     return conf

@@ -30,6 +30,7 @@ from airflow_mlpipe.cli.common import (
     warn,
 )
 from airflow_mlpipe.cli.params import ConfRefused, build_conf, declared_params
+from airflow_mlpipe.spec.values import parse_int
 
 LOG_TAIL_LINES = 30
 
@@ -224,14 +225,27 @@ def _dag_details(client: Any, dag_id: str) -> dict[str, Any]:
              f"{', '.join(sorted(known)[:30]) or 'none'} (a new definition appears after the DAG processor parses it)")
 
 
+def _version(text: str | None) -> int | None:
+    """``--version N``: a published version number, in ASCII digits (click's int() takes ``1_0`` and ``١``)."""
+    if text is None:
+        return None
+    try:
+        number = parse_int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        fail(f"--version {text!r}: expected a version number like 2. Nothing was triggered.", EXIT_REFUSED)
+    return number
+
+
 def trigger(
     target: Annotated[str, typer.Argument(metavar="PIPELINE_OR_ENDPOINT", help="The DAG id of a pipeline or endpoint.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUE",
                                                     help="A param value, typed by the pipeline's params. Repeatable.")] = None,
     conf_json: Annotated[str | None, typer.Option("--conf-json", metavar="JSON",
                                                   help="A JSON object merged into the conf (--param wins).")] = None,
-    version: Annotated[int | None, typer.Option("--version", min=1, help="Endpoints: run this published version.")]
-    = None,
+    version: Annotated[str | None, typer.Option("--version", metavar="N",
+                                                help="Endpoints: run this published version.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run; print each step's outcome.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait with --wait.")] = 3600,
     unpause: Annotated[bool, typer.Option("--unpause", help="Unpause the DAG first if it is paused.")] = False,
@@ -249,7 +263,7 @@ def trigger(
     with client, user_errors(f"Airflow at {client.url}"):
         details = _dag_details(client, target)
         try:
-            conf = build_conf(declared_params(details), param, conf_json, version, dag_id=target)
+            conf = build_conf(declared_params(details), param, conf_json, _version(version), dag_id=target)
         except ConfRefused as exc:
             fail(f"{exc}. Nothing was triggered.", EXIT_REFUSED)
         if wait and details.get("is_paused") and not unpause:
@@ -260,8 +274,10 @@ def trigger(
             run = client.trigger(target, conf)
         except AirflowApiError as exc:
             if exc.status == 400:
-                fail(f"Airflow refused the conf of {target}: {first_line(exc.detail)}. Nothing was triggered; "
-                     "fix the value(s) and trigger again.", EXIT_REFUSED)
+                reason = first_line(exc.detail).rstrip(".")
+                if "Nothing was triggered" not in reason:  # the plugin's refusals say it already
+                    reason += ". Nothing was triggered; fix the value(s) and trigger again"
+                fail(f"Airflow refused the conf of {target}: {reason}.", EXIT_REFUSED)
             raise
         if details.get("is_paused"):  # after the trigger: a refused conf leaves the DAG as it was
             if unpause:
@@ -288,7 +304,10 @@ def trigger(
                 run = client.wait(target, run_id, timeout=timeout, interval=1.0, on_poll=on_poll)
         except AirflowApiError as exc:
             if exc.status is None and time.monotonic() - started >= timeout:
-                fail(f"{exc}; it keeps running in Airflow: follow it at {client.url}/dags/{target}/runs/{run_id} "
+                from airflow_mlpipe.client import url_segment
+
+                fail(f"{exc}; it keeps running in Airflow: follow it at "
+                     f"{client.url}/dags/{url_segment(target)}/runs/{url_segment(run_id)} "
                      f"or with `mlpipe runs show {run_id}`", EXIT_UNAVAILABLE)
             raise
         summary = run_summary(client, target, run)

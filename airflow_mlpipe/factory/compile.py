@@ -4,6 +4,7 @@ so the compiled file and the factory's DAG have the same tasks, params, edges an
 
 from __future__ import annotations
 
+import keyword
 import os
 import pathlib
 import pprint
@@ -81,7 +82,11 @@ def compile_source(spec: Any, out_dir: str | pathlib.Path | None = None) -> str:
     lines.append(f"    schedule={schedule_src},")
     lines.append("    params={")
     for name, (default, pkw) in param_args(spec).items():
-        args = ", ".join([_lit(default), *(f"{k}={_lit(v)}" for k, v in pkw.items() if v is not None)])
+        given = {k: v for k, v in pkw.items() if v is not None}
+        # JSON Schema keywords that are not Python names ("not") go in as **{...}
+        extra = {k: v for k, v in given.items() if not k.isidentifier() or keyword.iskeyword(k)}
+        args = ", ".join([_lit(default), *(f"{k}={_lit(v)}" for k, v in given.items() if k not in extra),
+                          *([f"**{_lit(extra)}"] if extra else [])])
         lines.append(f"        {name!r}: Param({args}),")
     lines += ["    },", ") as dag:"]
     def render(op_kwargs: dict[str, Any], indent: int) -> list[str]:

@@ -75,6 +75,8 @@ def endpoint_dag(anchor: str | pathlib.Path, endpoint: str, folder: str | pathli
             kwargs = dict(kwargs)
             json_type = kwargs.pop("type", None)
             kwargs.pop("enum", None) if json_type is None else None
+            if "enum" in kwargs:  # null (not given: the version's default) is a choice too
+                kwargs["enum"] = [*kwargs["enum"], None]
             params[name] = Param(None, type=[json_type, "null"] if json_type else None, **kwargs) if json_type \
                 else Param(None, **kwargs)
     params[REGENERATE_PARAM] = Param(False, type="boolean", title=REGENERATE_PARAM, description=REGENERATE_DESCRIPTION)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -73,7 +73,7 @@ class MlpipeMergeOperator(BaseOperator):
 
         dag_run = context["dag_run"]
         conf = dict(dag_run.conf or {})
-        refuse_unknown_conf(self, conf)
+        refuse_bad_conf(self, conf)
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
         regenerate = bool(dict(context["params"]).get("regenerate_outputs", conf.get("regenerate_outputs", False)))

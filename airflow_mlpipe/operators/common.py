@@ -1,6 +1,10 @@
-"""What every airflow-mlpipe operator shares: ``fail_fast`` (a permanent MlpipeError fails the task at
-once, without Airflow's retries) and the refusal of a ``dag_run.conf`` key that is not a declared param
-(Airflow lets unknown keys through), before any step runs."""
+"""What every airflow-mlpipe operator shares:
+
+- ``fail_fast``: a permanent MlpipeError fails the task at once, without Airflow's retries;
+- ``refuse_bad_conf``: refuse a ``dag_run.conf`` that the trigger should have refused (a key that is not a
+  declared param, a value no step can use: ``spec/values.py``), before any step runs and without a retry.
+  The API server plugin refuses the same conf at trigger time; this is the last line of defence for the
+  doors it does not guard (``airflow dags trigger``, TriggerDagRunOperator, a DAG without the plugin)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,18 @@ from typing import Any, TypeVar
 
 from airflow_mlpipe.errors import ConfError, MlpipeError
 
-RUN_SWITCHES = frozenset({"regenerate_outputs"})
+
+def declared_params(dag: Any) -> dict[str, dict[str, Any]]:
+    """name -> {"value": default, "schema": JSON schema} of the DAG's params (Param objects or plain values)."""
+    params = getattr(dag, "params", None)
+    if params is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in params:
+        param = params.get_param(name) if hasattr(params, "get_param") else params[name]
+        schema = getattr(param, "schema", None)
+        out[name] = {"value": getattr(param, "value", param), "schema": dict(schema) if schema else {}}
+    return out
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,19 +51,17 @@ def fail_fast(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def unknown_conf_keys(dag: Any, conf: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    declared = set(dag.params.keys()) if dag is not None else set()
-    declared |= RUN_SWITCHES
-    return sorted(set(conf) - declared), sorted(declared)
-
-
-def refuse_unknown_conf(op: Any, conf: Mapping[str, Any]) -> None:
-    """Raise ConfError (permanent: ``fail_fast`` fails the task without a retry) naming the unknown keys
-    and the declared params."""
-    unknown, declared = unknown_conf_keys(op.dag, conf)
-    if not unknown:
+def refuse_bad_conf(op: Any, conf: Mapping[str, Any], unknown_keys: bool = True) -> None:
+    """Raise AirflowFailException (no retry) naming each unknown key (with the declared params; not with
+    ``unknown_keys=False``) and each value the rules refuse."""
+    if not conf:
         return
-    raise ConfError(
-        f"dag_run.conf of {op.dag_id!r} has unknown key(s) {unknown}; declared params: {declared}. "
-        "Fix the conf (or declare the param in the pipeline definition) and trigger again; no step ran."
+    from airflow_mlpipe.spec.values import conf_problems  # not at DAG parse time: the spec layer stays out
+
+    problems = conf_problems(op.dag_id, declared_params(op.dag), conf, unknown_keys=unknown_keys)
+    if not problems:
+        return
+    raise ConfError(  # permanent: fail_fast fails the task without a retry
+        f"dag_run.conf of {op.dag_id!r} refused: {'; '.join(problems)}. Fix the conf (or declare the param in "
+        "the pipeline definition) and trigger again; no step ran."
     )

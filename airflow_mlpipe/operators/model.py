@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import DefinitionError
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -71,7 +71,7 @@ class MlpipeRegisterModelOperator(BaseOperator):
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         dag_run = context["dag_run"]
-        refuse_unknown_conf(self, dict(dag_run.conf or {}))
+        refuse_bad_conf(self, dict(dag_run.conf or {}))
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
         params = dict(context["params"])
@@ -173,7 +173,7 @@ class MlpipeCompareOperator(BaseOperator):
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         dag_run = context["dag_run"]
-        refuse_unknown_conf(self, dict(dag_run.conf or {}))
+        refuse_bad_conf(self, dict(dag_run.conf or {}))
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
         upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(self.candidate, self.candidate)) or {}

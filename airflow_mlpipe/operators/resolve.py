@@ -98,16 +98,14 @@ def argv_segments(
 
 
 def check_workspace_path(name: str, value: Any) -> str:
-    """A ``path`` param value: a relative key inside the workspace, never outside it."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfError(f"param {name!r}: expected a path inside the workspace, got {value!r}")
-    parts = value.replace("\\", "/").split("/")
-    if value.startswith(("/", "~")) or "://" in value or any(p in ("..",) for p in parts):
-        raise ConfError(
-            f"param {name!r}: {value!r} is not a path inside the workspace; give a relative path "
-            "like data/income.csv (no leading '/', no '..', no URI)"
-        )
-    return "/".join(p for p in parts if p not in ("", "."))
+    """A ``path`` param value (or an output destination): its key inside the workspace, never outside it
+    (the rules of ``spec/values.py``, which the trigger and the CLI apply too)."""
+    from airflow_mlpipe.spec.values import workspace_key
+
+    try:
+        return workspace_key(value)
+    except ValueError as exc:
+        raise ConfError(f"param {name!r}: {exc}") from exc
 
 
 def _content_input(ws: Any, key: str, source: str, recorded: str | None = None) -> dict[str, Any] | None:
@@ -192,7 +190,13 @@ def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: M
         pname = parsed.name
         value = params.get(pname)
         ptype = op.param_types.get(pname, "dataset")
-        if ptype == "path" or (isinstance(value, str) and "/" in value and not value.startswith("models:")):
+        from airflow_mlpipe.spec.values import KIND_KEY, is_path_like, value_problem
+
+        problem = value_problem(pname, value, {KIND_KEY: ptype}) if value is not None else (
+            f"param {pname!r} has no value: give a registered dataset or a path inside the workspace")
+        if problem:
+            raise ConfError(f"input {name!r} of step {op.task_id!r}: {problem}")
+        if ptype == "path" or is_path_like(value):
             key = check_workspace_path(pname, value)
             try:
                 return _digest_of_path(ws, key, f"params.{pname}={key}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_unknown_conf
+from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -48,7 +48,8 @@ class MlpipeStepOperator(BaseOperator):
     :param partition: this task's share of a partitioned step (``${run.partition}``; set by ``.expand``).
     :param partitions: how many partitions there are (``${run.partitions}``).
     :param compute_resources: ``{"cpu", "memory", "gpu"}`` the compute target turns into limits or requests.
-    :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG.
+    :param strict_conf: refuse a ``dag_run.conf`` key that is not a declared param of the DAG (values are
+        always checked: ``spec/values.py``). Serialized with the DAG: the API server plugin honours it.
     :param permanent_exit_codes: exit codes of the script that no retry can fix (e.g. ``[2]``, argparse's
         usage error): the task fails at once instead of being retried. Other codes, a killed step and the
         runtime's own failures keep Airflow's retries.
@@ -58,6 +59,11 @@ class MlpipeStepOperator(BaseOperator):
     template_fields: Sequence[str] = ("arguments", "env")
     template_fields_renderers = {"arguments": "json", "env": "json"}
     ui_color = "#d8ecf7"
+
+    @classmethod
+    def get_serialized_fields(cls) -> frozenset[str]:
+        """Airflow's fields plus ``strict_conf``, which the trigger-time check reads from the serialized DAG."""
+        return frozenset(super().get_serialized_fields() | {"strict_conf"})
 
     def __init__(
         self,
@@ -128,8 +134,7 @@ class MlpipeStepOperator(BaseOperator):
         dag_run = context["dag_run"]
         conf = dict(getattr(dag_run, "conf", None) or {})
         params = dict(context["params"])
-        if self.strict_conf:
-            refuse_unknown_conf(self, conf)
+        refuse_bad_conf(self, conf, unknown_keys=self.strict_conf)
         hook = MlpipeHook(self.mlpipe_conn_id)
         ws = hook.get_workspace()
         pipeline = self.pipeline or self.dag_id

@@ -1,5 +1,7 @@
 """Pipeline parameters (``params:``): the model, its own consistency checks, value checks and the
-JSON Schema handed to Airflow's ``Param``."""
+JSON Schema handed to Airflow's ``Param``. What any value of a type must be (a dataset reference, a
+workspace path, an integer the runtime can carry...) is ``spec/values.py``; the bounds, lengths and patterns
+an author declares are here."""
 
 from __future__ import annotations
 
@@ -8,16 +10,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from airflow_mlpipe.spec.refs import DATASET_REF_PATTERN, RefError, parse_dataset_ref
-from airflow_mlpipe.spec.types import STRICT, Number, describe
+from airflow_mlpipe.spec import values
+from airflow_mlpipe.spec.refs import DATASET_REF_PATTERN
+from airflow_mlpipe.spec.types import STRICT, Number
+from airflow_mlpipe.spec.values import describe
 
 ParamType = Literal["string", "integer", "number", "boolean", "enum", "dataset", "path"]
 PARAM_TYPES: tuple[str, ...] = ("string", "integer", "number", "boolean", "enum", "dataset", "path")
 #: the factory adds this boolean param itself (force every step to recompute).
 RESERVED_PARAMS = frozenset({"regenerate_outputs"})
 
-#: relative path without a leading '/' and without any '..' segment.
-PATH_PATTERN = r"^(?!/)(?!.*(^|/)\.\.(/|$)).+$"
+#: a path relative to the workspace root (``values.path_problem`` in JSON Schema): no leading '/', '\\' or
+#: '~', no drive letter, no URI, no '..' segment (control characters are refused by every string param).
+PATH_PATTERN = r"^(?![/\\~])(?![A-Za-z]:[\\/])(?![A-Za-z][A-Za-z0-9+.-]*:/)(?!.*(^|[\\/])\.\.([\\/]|$)).+$"
 _JSON_TYPES = {
     "string": "string",
     "integer": "integer",
@@ -106,11 +111,13 @@ class ParamSpec(BaseModel):
         if t == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
                 return [f"expected an integer, got {describe(value)}"]
-            return self._bounds(value)
+            problem = values.integer_problem(value)
+            return [problem] if problem else self._bounds(value)
         if t == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return [f"expected a number, got {describe(value)}"]
-            return self._bounds(value)
+            problem = values.number_problem(value)
+            return [problem] if problem else self._bounds(value)
         if t == "enum":
             allowed = self.values or []
             if any(value == v and type(value) is type(v) for v in allowed):
@@ -118,17 +125,12 @@ class ParamSpec(BaseModel):
             return [f"must be one of {', '.join(describe(v) for v in allowed)}, got {describe(value)}"]
         if not isinstance(value, str):
             return [f"expected a string, got {describe(value)}"]
-        if t == "dataset":
-            if "/" in value and not value.startswith("models:"):
-                # a dataset param may also name data by its path inside the workspace
-                return path_problems(value)
-            try:
-                parse_dataset_ref(value)
-            except RefError as exc:
-                return [str(exc)]
-            return []
-        if t == "path":
-            return path_problems(value)
+        if t in ("dataset", "path"):
+            problem = values.dataset_problem(value) if t == "dataset" else values.path_problem(value)
+            return [problem] if problem else []
+        problem = values.text_problem(value)
+        if problem:
+            return [problem]
         out = []
         if self.min_length is not None and len(value) < self.min_length:
             out.append(f"shorter than min_length {self.min_length}")
@@ -156,20 +158,15 @@ class ParamSpec(BaseModel):
 
 
 def path_problems(value: str) -> list[str]:
-    """A ``path`` param value is a relative path inside the workspace: no leading '/', no '..'."""
-    if not value.strip():
-        return ["a path cannot be empty"]
-    if value.startswith("/") or value.startswith("\\") or re.match(r"^[A-Za-z]:[\\/]", value):
-        return [f"{value!r} is absolute: a path param is relative to the workspace root"]
-    if ".." in re.split(r"[\\/]", value):
-        return [f"{value!r} contains a '..' segment: a path param must stay inside the workspace"]
-    return []
+    """A ``path`` param value is a relative path inside the workspace (``values.path_problem``)."""
+    problem = values.path_problem(value)
+    return [problem] if problem else []
 
 
 def param_json_schema(param: ParamSpec) -> dict[str, Any]:
     """The JSON Schema of ``param`` as Airflow's ``Param`` takes it (``description`` excluded: it is
     ``param.description``, passed to ``Param`` separately)."""
-    schema: dict[str, Any] = {}
+    schema: dict[str, Any] = {values.KIND_KEY: param.type}
     if param.type == "enum":
         schema["enum"] = list(param.values or [])
         kinds = {type(v) for v in param.values or []}
@@ -186,11 +183,20 @@ def param_json_schema(param: ParamSpec) -> dict[str, Any]:
         ):
             if getattr(param, field) is not None:
                 schema[key] = getattr(param, field)
-    elif param.type == "string":
+        if param.type == "integer":  # what the runtime carries exactly (values.integer_problem)
+            schema["minimum"] = max(schema.get("minimum", -values.MAX_SAFE_INTEGER), -values.MAX_SAFE_INTEGER)
+            schema["maximum"] = min(schema.get("maximum", values.MAX_SAFE_INTEGER), values.MAX_SAFE_INTEGER)
+        return schema
+    if param.type == "boolean":
+        return schema
+    # every string: no control characters (values.text_problem); "not" leaves the author's pattern alone,
+    # and its "type" leaves null alone (the endpoint DAG's params are nullable)
+    schema["not"] = {"type": "string", "pattern": values.CONTROL_PATTERN}
+    if param.type == "string":
         if param.min_length is not None:
             schema["minLength"] = param.min_length
-        if param.max_length is not None:
-            schema["maxLength"] = param.max_length
+        schema["maxLength"] = min(param.max_length if param.max_length is not None else values.MAX_STRING_LENGTH,
+                                  values.MAX_STRING_LENGTH)
         if param.pattern is not None:
             schema["pattern"] = param.pattern
     elif param.type == "dataset":

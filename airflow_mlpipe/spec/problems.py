@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from airflow_mlpipe.errors import DefinitionError
-from airflow_mlpipe.spec.types import describe
+from airflow_mlpipe.spec.values import describe
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 from airflow_mlpipe.errors import DefinitionError
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_-]*"
-_DATASET = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_DATASET = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}"  # types.DATASET_NAME_PATTERN: at most 200 characters
 _EXPR_RE = re.compile(rf"^(params|inputs|outputs|run)\.({_IDENT})$|^steps\.({_IDENT})\.outputs\.({_IDENT})$")
 _DATASET_REF_RE = re.compile(rf"^({_DATASET})(?::([0-9]+|latest))?$")
 _MODEL_REF_RE = re.compile(
@@ -205,11 +205,11 @@ def substitute(template: str, resolver: Resolver, *, partial: bool = False) -> s
 
 def parse_dataset_ref(text: str) -> InputRef:
     """``name`` / ``name:3`` / ``name:latest`` -> :class:`InputRef` (kind ``dataset``)."""
-    m = _DATASET_REF_RE.match(text) if isinstance(text, str) else None
+    m = _DATASET_REF_RE.fullmatch(text) if isinstance(text, str) else None  # "$" alone lets "name\n" in
     if m is None:
         raise RefError(
             f"invalid dataset reference {text!r}: expected NAME, NAME:VERSION or NAME:latest "
-            "(NAME: letters, digits, '_', '.', '-')"
+            "(NAME: letters, digits, '_', '.', '-'; at most 200 characters)"
         )
     version: int | str | None = m.group(2)
     if version is not None and version != "latest":

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
+from airflow_mlpipe.spec.values import describe
+
 #: model config shared by every model of the format: unknown keys are errors.
 STRICT = ConfigDict(extra="forbid", frozen=False, validate_default=False)
 
@@ -22,20 +24,6 @@ DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _PIPELINE_RE = re.compile(PIPELINE_NAME_PATTERN)
 _DATASET_RE = re.compile(DATASET_NAME_PATTERN)
-
-
-def describe(value: Any) -> str:
-    """A short, user-facing description of a YAML value for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def is_name(value: object) -> bool:

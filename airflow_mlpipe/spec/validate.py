@@ -20,7 +20,8 @@ from airflow_mlpipe.spec.pipeline import PipelineSpec
 from airflow_mlpipe.spec.problems import Collector, did_you_mean, translate
 from airflow_mlpipe.spec.refs import RefError, find_refs, parse_input
 from airflow_mlpipe.spec.steps import STEP_TYPES, StepBase
-from airflow_mlpipe.spec.types import describe, name_problem
+from airflow_mlpipe.spec.types import name_problem
+from airflow_mlpipe.spec.values import describe
 
 _SECTIONS = ("compute", "environments", "params")
 _IMAGE_TARGETS = ("docker", "kubernetes")

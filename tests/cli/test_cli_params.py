@@ -111,3 +111,46 @@ def test_version_sets_pipeline_version_only_on_endpoints():
 
 def test_value_with_equals_sign_keeps_the_rest():
     assert build_conf(DECLARED, ["data=a=b/c"]) == {"data": "a=b/c"}
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("rows", "1_0", "param 'rows' is an integer: cannot use '1_0'"),  # int() would give 10
+        ("rows", "\u0661\u0662", "param 'rows' is an integer: cannot use"),  # int() would give 12
+        ("learning_rate", "0_5", "is a number"),
+        ("learning_rate", "\u0660.\u0665", "is a number"),  # float() would give 0.5
+        ("learning_rate", "inf", "is a number"),
+    ],
+)
+def test_numbers_are_parsed_strictly(name, raw, message):
+    with pytest.raises(ConfRefused) as info:
+        coerce_param(name, raw, DECLARED[name])
+    assert message in str(info.value)
+
+
+TYPED = declared_params({"params": {  # as the factory declares them (spec/params.py param_json_schema)
+    "data": {"value": "raw:latest", "schema": {"mlpipe_type": "dataset", "type": "string"}},
+    "where": {"value": "in/x.csv", "schema": {"mlpipe_type": "path", "type": "string"}},
+    "label": {"value": "x", "schema": {"mlpipe_type": "string", "type": "string"}},
+    "seed": {"value": 7, "schema": {"mlpipe_type": "integer", "type": "integer"}},
+}})
+
+
+@pytest.mark.parametrize(
+    ("pairs", "conf_json", "message"),
+    [
+        (["label=hello\n"], None, "param 'label': 'hello\\n' ends with a newline"),
+        (["seed=" + "9" * 30], None, "param 'seed': 999999999999999999999999999999 is out of range"),
+        ([], '{"seed": 1e400}', "param 'seed': expected an integer, got inf"),
+        ([], '{"label": 12}', "param 'label': expected a string, got 12"),
+        (["data=models:/m/1"], None, "param 'data': 'models:/m/1' is a model reference"),
+        (["where=s3://b/x"], None, "param 'where': 's3://b/x' is a URI"),
+        ([], '{"where": "/etc/passwd"}', "param 'where': '/etc/passwd' is absolute"),
+        (["where=/etc", "seed=" + "1" * 20], None, "data/income.csv; param 'seed'"),  # every problem at once
+    ],
+)
+def test_values_the_rules_refuse_are_not_sent(pairs, conf_json, message):
+    with pytest.raises(ConfRefused) as info:
+        build_conf(TYPED, pairs, conf_json, dag_id="p")
+    assert message in str(info.value)

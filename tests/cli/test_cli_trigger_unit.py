@@ -166,6 +166,10 @@ def test_conf_refused_by_airflow_exits_2_with_its_reason(runner, fake):
                                                      "declared params: epochs, regenerate_outputs, rows"),
         (["trigger", "quick", "--param", "epochs=notanint"], "param 'epochs' is an integer: cannot use 'notanint'"),
         (["trigger", "quick", "--version", "2"], "--version: quick is not a pipeline endpoint"),
+        (["trigger", "quick", "--version", "1_0"], "--version '1_0': expected a version number like 2"),
+        (["trigger", "quick", "--version", "\u0661"], "expected a version number like 2"),  # click's int() takes it
+        (["trigger", "quick", "--version", "0"], "--version '0': expected a version number like 2"),
+        (["trigger", "quick", "--param", "epochs=1_0"], "param 'epochs' is an integer: cannot use '1_0'"),
         (["trigger", "quik"], "has no pipeline 'quik' (did you mean 'quick'?)"),
     ],
 )

@@ -48,12 +48,14 @@ def test_quickstart_renders_exactly():
     params = {name: dag.params.get_param(name) for name in dag.params}
     assert list(params) == ["rows", "seed", "learning_rate", "epochs", "regenerate_outputs"]
     expected = {
-        "rows": (2000, "Number of synthetic rows to generate.", {"type": "integer", "minimum": 100, "maximum": 100000}),
-        "seed": (7, "Random seed for the data generator.", {"type": "integer", "minimum": 0, "maximum": 2147483647}),
+        "rows": (2000, "Number of synthetic rows to generate.",
+                 {"mlpipe_type": "integer", "type": "integer", "minimum": 100, "maximum": 100000}),
+        "seed": (7, "Random seed for the data generator.",
+                 {"mlpipe_type": "integer", "type": "integer", "minimum": 0, "maximum": 2147483647}),
         "learning_rate": (0.5, "Gradient-descent step size used by the train step.",
-                          {"type": "number", "exclusiveMinimum": 0, "maximum": 10}),
+                          {"mlpipe_type": "number", "type": "number", "exclusiveMinimum": 0, "maximum": 10}),
         "epochs": (30, "Passes over the training data (the largest rows x epochs run takes a few minutes).",
-                   {"type": "integer", "minimum": 1, "maximum": 300}),
+                   {"mlpipe_type": "integer", "type": "integer", "minimum": 1, "maximum": 300}),
         "regenerate_outputs": (False, REGENERATE_DESCRIPTION, {"type": "boolean"}),
     }
     for name, (default, description, schema) in expected.items():
