@@ -31,8 +31,10 @@ print(json.dumps({
 def test_the_plugin_is_loaded_once(lazy, tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": lazy, "PYTHONPATH": plugin_pythonpath(tmp_path / "ep")}
+    # cwd outside the checkout: `python -c` puts its cwd on sys.path, and the checkout's .egg-info (written
+    # by the editable install) would then declare the entry point a second time, as no Airflow process sees it
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300,
-                         check=True).stdout
+                         check=True, cwd=tmp_path).stdout
     found = json.loads(out.strip().splitlines()[-1])
     assert found["plugins"].count("mlpipe") == 1, found
     assert found["errors"] == {}, found
