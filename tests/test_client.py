@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 from collections import defaultdict
 
 import pytest
@@ -106,7 +107,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self._drop()
             return self._answer(200, run)
         if route == "get_run":
-            run_id = self.path.split("?")[0].rsplit("/", 1)[1]
+            run_id = urllib.parse.unquote(self.path.split("?")[0].rsplit("/", 1)[1])  # as Airflow decodes it
             if run_id not in self.server.runs:
                 return self._answer(404, {"detail": "not found"})
             return self._answer(200, self.server.runs[run_id])
