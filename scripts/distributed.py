@@ -334,6 +334,7 @@ def _common_env(home: pathlib.Path, dags: pathlib.Path, port: int, database: str
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",  # as scripts/standalone.py: a busy machine
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),

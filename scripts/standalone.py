@@ -71,6 +71,9 @@ def airflow_env(home: pathlib.Path, dags: pathlib.Path, port: int, workspace: st
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+            # a task's calls to the execution API wait up to 60 s (Airflow's default, 5 s, fails a task
+            # before it runs when a busy machine keeps the API server from answering in time)
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_MLPIPE_DEFAULT": json.dumps({"conn_type": "mlpipe", "extra": {"workspace": workspace}}),
             "MLPIPE_CACHE_DIR": str(home / "cache"),
