@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, scaled
 from tests.fixtures.docker import STEP_IMAGE
 from tests.operators.kit import activate, local_target, make_dags_folder
 
@@ -89,7 +89,7 @@ def test_the_step_dies_with_its_task(airflow_db, tmp_path, monkeypatch, request,
     task = subprocess.Popen([sys.executable, "-c", TASK, str(dags)], cwd=REPO, env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: (signals / "pids").exists() or task.poll() is not None, 240, "the step to start")
+        _wait(lambda: (signals / "pids").exists() or task.poll() is not None, scaled(240), "the step to start")
         assert task.poll() is None, "the task ended before its step started"
         task.send_signal(signal.SIGKILL)  # the OOM killer, a worker shut down hard...
         task.wait()
@@ -99,16 +99,17 @@ def test_the_step_dies_with_its_task(airflow_db, tmp_path, monkeypatch, request,
 
     if compute == "local":
         step_pid, child_pid = (int(p) for p in (signals / "pids").read_text().split())
-        _wait(lambda: not _running(step_pid), 30, f"step process {step_pid} to die")
-        _wait(lambda: not _running(child_pid), 30, f"the step's child {child_pid} to die")
-        _wait(lambda: not any(scratch.iterdir()), 30, "the scratch folder to be removed")
+        _wait(lambda: not _running(step_pid), scaled(30), f"step process {step_pid} to die")
+        _wait(lambda: not _running(child_pid), scaled(30), f"the step's child {child_pid} to die")
+        _wait(lambda: not any(scratch.iterdir()), scaled(30), "the scratch folder to be removed")
     else:
         import docker
 
         client = docker.DockerClient(base_url=docker_url)
         try:
-            _wait(lambda: not client.containers.list(all=True, filters={"label": "mlpipe.pipeline=doomed"}),
-                  60, "the step's container to be removed")
+            # the low-level list: containers.list() inspects each container and races with the removal
+            _wait(lambda: not client.api.containers(all=True, filters={"label": "mlpipe.pipeline=doomed"}),
+                  scaled(60), "the step's container to be removed")
         finally:
             client.close()
     (signals / "go").write_text("1")  # a step still alive would now finish and publish

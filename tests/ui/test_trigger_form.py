@@ -42,7 +42,7 @@ EXPECTED = {  # param -> (default shown in the form, description)
                                           "path inside the workspace."),
     "learning_rate": ("0.5", "Gradient-descent step size."),
     "epochs": ("40", "Passes over the training data."),
-    "l2": ("0.0001", "L2 regularisation strength."),
+    "l2": ("0.0001", "L2 regularisation strength (0 = none; 10 shrinks every weight to about zero)."),
     "regenerate_outputs": (False, "Recompute every step, ignoring results that could be reused."),
 }
 

@@ -17,17 +17,22 @@ import pytest
 from airflow_mlpipe.operators.resolve import StepPlan, abort_stale_uploads
 from airflow_mlpipe.workspace.datastore import open_datastore
 from airflow_mlpipe.workspace.gc import collect_garbage
-from tests.conftest import REPO
+from tests.conftest import REPO, scaled
 
 pytestmark = pytest.mark.integration
 
 UPLOADER = """
-import json, os, pathlib, sys
+import json, os, pathlib, sys, time
 from airflow_mlpipe.workspace.datastore import open_datastore
-uri, options, path, key = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+uri, options, path, key, marker = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 ds = open_datastore(uri, max_concurrency=1, multipart_threshold=5 * 1024 * 1024,
                     multipart_chunksize=5 * 1024 * 1024, **options)
-ds.upload_file(path, key)
+
+def progress(sent):  # the first part is on its way: stall here until killed, as a writer cut off mid-upload
+    pathlib.Path(marker).write_text(str(sent))
+    time.sleep(600)
+
+ds.upload_file(path, key, progress)
 """
 
 
@@ -38,11 +43,12 @@ def _killed_upload(tmp_path, uri, options, key) -> None:
         for _ in range(40):
             fh.write(os.urandom(1024 * 1024))
     ds = open_datastore(uri, **options)
-    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, uri, json.dumps(options), str(big), key],
+    marker = tmp_path / f"sent-{key.replace('/', '_')}"
+    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, uri, json.dumps(options), str(big), key, str(marker)],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.monotonic() + 120
-        while not list(ds.multipart_uploads(key.rsplit("/", 1)[0])):
+        deadline = time.monotonic() + scaled(120)
+        while not (marker.exists() and list(ds.multipart_uploads(key.rsplit("/", 1)[0]))):
             assert proc.poll() is None, "the upload ended before it could be killed"
             assert time.monotonic() < deadline, "no multipart upload appeared"
             time.sleep(0.02)
