@@ -122,6 +122,7 @@ class StepCache:
     def __init__(self, datastore: Datastore):
         self.datastore = datastore
         self.damaged: dict[str, str] = {}  # key -> why its entry was set aside (this process)
+        self._stale: dict[str, dict[str, list[str]]] = {}  # key -> stale outputs found by the last lookup
 
     @staticmethod
     def entry_key(key: str) -> str:
@@ -178,7 +179,11 @@ class StepCache:
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for ``key`` if it exists and every output it names still holds what it recorded, else None."""
         entry = self.get(key)
-        if entry is None or self.stale_outputs(entry):
+        if entry is None:
+            return None
+        stale = self.stale_outputs(entry)
+        if stale:
+            self._stale[key] = stale  # explain() reports these without walking the outputs again
             return None
         return entry
 
@@ -264,7 +269,7 @@ class StepCache:
         entry = self.get(key)
         if key in self.damaged:
             return [*reasons, self.damaged[key]] if reasons else [self.damaged[key]]
-        stale = self.stale_outputs(entry) if entry is not None else {}
+        stale = self._stale.pop(key, None) or (self.stale_outputs(entry) if entry is not None else {})
         if stale:  # these very components have an entry: its outputs, not the differences above, are why
             return [f"output {name}: {problem}" for name, problems in stale.items() for problem in problems]
         if not reasons and entry is None:
