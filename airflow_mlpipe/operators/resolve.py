@@ -424,7 +424,7 @@ def claim_step(ws: Any, plan: StepPlan, attempt: int) -> dict[str, Any]:
     return {"key": key, "token": doc["token"], "heartbeat": heartbeat, "ttl": ttl}
 
 
-def check_claim(ws: Any, plan: StepPlan, held: Mapping[str, Any]) -> None:
+def check_claim(ws: Any, held: Mapping[str, Any]) -> None:
     from airflow_mlpipe.runtime import lease
 
     lease.check(ws.datastore, held["key"], held["token"])

@@ -163,8 +163,6 @@ class MlpipeStepOperator(BaseOperator):
             "compute": self.compute.get("type", "local"),
             "started": started,
         }
-        from airflow_mlpipe.runtime.lease import LeaseLost
-
         if self.allow_reuse and not regenerate:
             entry = ws.cache.lookup(plan.key)
             if entry is not None:
@@ -174,6 +172,7 @@ class MlpipeStepOperator(BaseOperator):
             reasons = ["allow_reuse is false"] if not self.allow_reuse else ["regenerate_outputs requested"]
         for reason in reasons:
             self.log.info("running step %s: %s", self.step_name, reason)
+        from airflow_mlpipe.runtime.lease import LeaseLost  # a step that runs only: not on the reuse path
         from airflow_mlpipe.workspace.snapshot import git_info
 
         record["snapshot"]["git"] = git_info(self.source_directory)
@@ -183,7 +182,7 @@ class MlpipeStepOperator(BaseOperator):
         ws.runs.write_step(pipeline, run_id, self.step_name, record)
         try:
             result = self._run(hook, ws, plan, pipeline, run_id, attempt, held)
-            resolve.check_claim(ws, plan, held)  # never commit the cache entry of a stale attempt
+            resolve.check_claim(ws, held)  # never commit the cache entry of a stale attempt
         except LeaseLost:
             raise  # a newer attempt owns the step and its record now: leave both alone
         except BaseException as exc:
