@@ -86,6 +86,9 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
         client.set_paused(DAG_ID, False)
         before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID)}
 
+        # every expect() waits as long as the page's own actions (Playwright's 5 s default is shorter than
+        # the trigger POST takes on a busy machine: the button stays disabled while the request is in flight)
+        expect.set_options(timeout=scaled(30_000))
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
                 tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path), executable_path=CHROMIUM,
@@ -121,8 +124,15 @@ def test_trigger_form_lists_params_and_passes_a_changed_value(airflow_ui, tmp_pa
                 expect(epochs).to_have_value("7")
                 page.screenshot(path=str(tmp_path / "trigger-form.png"))
                 (tmp_path / "trigger-form.html").write_text(page.content())
+                expect(submit).to_be_enabled()
                 submit.click()
-                expect(submit).to_be_hidden()
+                try:
+                    expect(submit).to_be_hidden()
+                except AssertionError:
+                    # the dialog stayed open: say what it shows (a refusal or an error toast) before failing
+                    page.screenshot(path=str(tmp_path / "submit-stayed.png"))
+                    raise AssertionError("the trigger dialog stayed open after submit; it shows: "
+                                         + " / ".join(page.locator('[role="dialog"]').all_inner_texts())[:2000]) from None
                 expect(page.get_by_text("Dag run has been successfully triggered.").first).to_be_visible()
                 page.screenshot(path=str(tmp_path / "after-submit.png"))
             finally:
