@@ -32,5 +32,7 @@ test: install system
 test-unit: install
 	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
+# ruff, then the layer contracts of pyproject.toml (import-linter)
 lint: install
 	@$(VENV)/bin/ruff check airflow_mlpipe tests benchmarks scripts dags_examples
+	@$(VENV)/bin/lint-imports

@@ -2,24 +2,23 @@
 
 Each dataset name is an Asset; a new version emits an event on it through an AssetAlias, so only a
 *new* version (not a reused step) triggers the pipelines scheduled on that dataset. The ``x-mlpipe``
-scheme keeps Asset construction free of provider discovery at DAG parse time. The URI helpers import
-no Airflow (the CLI uses them).
+scheme keeps Asset construction free of provider discovery at DAG parse time. The URI rules live in
+``spec.names`` (no Airflow: the CLI uses them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow_mlpipe.spec.names import dataset_uri, model_uri
+
 DATASET_GROUP = "mlpipe-dataset"
 MODEL_GROUP = "mlpipe-model"
 
+__all__ = ["DATASET_GROUP", "MODEL_GROUP", "dataset_alias", "dataset_asset", "dataset_uri", "model_alias",
+           "model_asset", "model_uri"]
 
-def dataset_uri(name: str) -> str:
-    return f"x-mlpipe://datasets/{name}"
 
-
-def model_uri(name: str) -> str:
-    return f"x-mlpipe://models/{name}"
 
 
 def dataset_asset(name: str) -> Any:

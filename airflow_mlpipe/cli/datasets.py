@@ -98,8 +98,8 @@ def register_with_progress(ws: Any, name: str, path: pathlib.Path, show_progress
 def announce(name: str, version: Any, url: str | None = None) -> dict[str, Any]:
     """Emit the Asset event of a new dataset version through the Airflow REST API.
     -> {"status": "emitted" | "unknown_asset" | "skipped" | "error", ...}."""
-    from airflow_mlpipe.assets import dataset_uri
     from airflow_mlpipe.client import AirflowApiError, AirflowClient
+    from airflow_mlpipe.spec.names import dataset_uri
 
     url = url or os.environ.get("MLPIPE_AIRFLOW_URL")
     if not url:

@@ -42,8 +42,8 @@ def definitions_folder(option: pathlib.Path | None) -> pathlib.Path:
 
 def published(folder: pathlib.Path) -> dict[str, dict]:
     """endpoint -> {versions: {N: dag_id}, default: N} from the definitions in ``folder``."""
-    from airflow_mlpipe.factory.builders import dag_id_for
     from airflow_mlpipe.spec import load_pipeline
+    from airflow_mlpipe.spec.names import dag_id_for
 
     if not folder.is_dir():
         fail(f"no definitions folder {folder}: pass --definitions DIR")
@@ -73,7 +73,7 @@ def list_endpoints(
     as_json: JsonOpt = False,
 ) -> None:
     """Each endpoint with its published versions (and their DAGs) and the version it runs by default."""
-    from airflow_mlpipe.operators.endpoint import default_override
+    from airflow_mlpipe.workspace.endpoints import default_override
 
     found = published(definitions_folder(definitions))
     ws = open_workspace(workspace, conn_id)
@@ -108,7 +108,7 @@ def set_default_version(
     as_json: JsonOpt = False,
 ) -> None:
     """Make VERSION the endpoint's default (checked against the published versions in the definitions)."""
-    from airflow_mlpipe.operators.endpoint import set_default
+    from airflow_mlpipe.workspace.endpoints import set_default
 
     found = published(definitions_folder(definitions))
     if endpoint not in found:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_mlpipe.spec.names import VERSION_PARAM
 from airflow_mlpipe.spec.values import (
     conf_problems,
     did_you_mean,
@@ -25,7 +26,6 @@ from airflow_mlpipe.spec.values import (
 
 TRUE = frozenset({"true", "yes", "y", "on", "1"})
 FALSE = frozenset({"false", "no", "n", "off", "0"})
-VERSION_PARAM = "pipeline_version"
 
 
 class ConfRefused(ValueError):

@@ -31,10 +31,10 @@ import pathlib
 from typing import Any
 
 from airflow_mlpipe import __version__
-from airflow_mlpipe.factory.builders import builder_for, dag_id_for
+from airflow_mlpipe.factory.builders import builder_for
+from airflow_mlpipe.spec.names import REGENERATE_PARAM, dag_id_for
 
 PLAN_FORMAT = 3  # 2: validated with the definitions-folder rule; 3: params carry mlpipe_type, integer bounds, no control characters
-REGENERATE_PARAM = "regenerate_outputs"
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
 

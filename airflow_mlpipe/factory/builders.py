@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from airflow_mlpipe.spec.names import dag_id_for
+
 
 def encode(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Operator keyword arguments -> JSON data (a timedelta becomes ``{"$seconds": N}``)."""
@@ -41,12 +43,6 @@ def step_task_ids(spec: Any, names: list[str]) -> dict[str, str]:
         if task_id != other:
             ids[other] = task_id
     return ids
-
-
-def dag_id_for(spec: Any) -> str:
-    """A published pipeline (with ``endpoint:``) is DAG ``<pipeline>_v<version>``; others ``<pipeline>``.
-    The DAG id is also the pipeline's name in the workspace (run records, cache explanations)."""
-    return f"{spec.pipeline}_v{spec.version}" if spec.endpoint is not None else spec.pipeline
 
 
 def _common(spec: Any, name: str) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from airflow_mlpipe.errors import DefinitionError
-from airflow_mlpipe.factory import REGENERATE_DESCRIPTION, REGENERATE_PARAM, dag_id_for, param_args
+from airflow_mlpipe.factory import REGENERATE_DESCRIPTION, param_args
+from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM, dag_id_for
 
-VERSION_PARAM = "pipeline_version"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -13,6 +13,7 @@ from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
 from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
+from airflow_mlpipe.spec.names import REGENERATE_PARAM
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -76,7 +77,7 @@ class MlpipeMergeOperator(BaseOperator):
         refuse_bad_conf(self, conf)
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
-        regenerate = bool(dict(context["params"]).get("regenerate_outputs", conf.get("regenerate_outputs", False)))
+        regenerate = bool(dict(context["params"]).get(REGENERATE_PARAM, conf.get(REGENERATE_PARAM, False)))
         started = time.time()
         parts = list(context["ti"].xcom_pull(task_ids=self.partitioned_task_id,
                                              map_indexes=list(range(self.partitions))) or [])

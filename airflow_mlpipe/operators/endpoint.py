@@ -15,34 +15,11 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 
 from airflow_mlpipe.errors import ConfError
 from airflow_mlpipe.operators.common import fail_fast
+from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM
+from airflow_mlpipe.workspace.endpoints import default_override, set_default  # noqa: F401 - public here too
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
-
-VERSION_PARAM = "pipeline_version"
-
-
-def endpoint_key(endpoint: str) -> str:
-    return f"endpoints/{endpoint}.json"
-
-
-def default_override(ws: Any, endpoint: str) -> int | None:
-    doc = ws.datastore.get_json_or_none(endpoint_key(endpoint))
-    return int(doc["default"]) if isinstance(doc, dict) and doc.get("default") is not None else None
-
-
-def set_default(ws: Any, endpoint: str, version: int, published: list[int] | None = None) -> dict[str, Any]:
-    """Record ``version`` as the endpoint's default (keeps the history of changes)."""
-    from airflow_mlpipe.workspace.manifest import now_iso
-
-    if published is not None and version not in published:
-        raise ConfError(f"endpoint {endpoint!r} has no published version {version}; published: {sorted(published)}")
-    doc = ws.datastore.get_json_or_none(endpoint_key(endpoint)) or {"endpoint": endpoint, "history": []}
-    doc["default"] = int(version)
-    doc["history"] = [*doc.get("history", []), {"default": int(version), "set_at": now_iso()}]
-    ws.datastore.put_json(endpoint_key(endpoint), doc)
-    return doc
-
 
 class MlpipeEndpointOperator(TriggerDagRunOperator):
     """Run a published version of an endpoint and wait for it; the task ends with that run's state.
@@ -99,7 +76,7 @@ class MlpipeEndpointOperator(TriggerDagRunOperator):
                 raise ConfError(f"endpoint {self.endpoint!r} has no published version {version}; "
                                 f"published versions: {published}")
         passed = {k: v for k, v in conf.items() if k != VERSION_PARAM and v is not None}
-        allowed = set(self.version_params.get(version, [])) | {"regenerate_outputs"}
+        allowed = set(self.version_params.get(version, [])) | {REGENERATE_PARAM}
         unknown = sorted(set(passed) - allowed)
         if unknown:
             raise ConfError(f"endpoint {self.endpoint!r} version {version} has no param(s) {unknown}; "

@@ -17,6 +17,7 @@ from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
 from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
+from airflow_mlpipe.spec.names import REGENERATE_PARAM
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -140,7 +141,7 @@ class MlpipeStepOperator(BaseOperator):
         pipeline = self.pipeline or self.dag_id
         run_id = dag_run.run_id
         attempt = int(context["ti"].try_number or 1)
-        regenerate = bool(params.get("regenerate_outputs", conf.get("regenerate_outputs", False)))
+        regenerate = bool(params.get(REGENERATE_PARAM, conf.get(REGENERATE_PARAM, False)))
         used = self.params_used if self.params_used is not None else resolve.params_referenced(self)
         used_values = {name: params.get(name) for name in sorted(used)}
 

@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from airflow_mlpipe.spec.names import REGENERATE_PARAM
+
 #: integers a param can carry exactly through JSON, the UI (JavaScript numbers) and the step's argv
 MAX_SAFE_INTEGER = 2**53 - 1
 #: a param goes to the step as (part of) one argv element, and Linux refuses one over 128 KiB
@@ -32,7 +34,7 @@ MAX_PATH_BYTES = 1024
 #: the key of a Param's JSON schema where the factory writes the mlpipe param type
 KIND_KEY = "mlpipe_type"
 #: keys a run's conf may hold on any mlpipe DAG (the factory declares them; hand-written DAGs may not)
-RUN_SWITCHES = frozenset({"regenerate_outputs"})
+RUN_SWITCHES = frozenset({REGENERATE_PARAM})
 
 #: C0 and C1 control characters and DEL (newline, tab, escape...): never part of a param value
 CONTROL_PATTERN = "[\\x00-\\x1f\\x7f-\\x9f]"

@@ -57,10 +57,13 @@ def test_a_warm_parse_does_not_load_pydantic(folder, tmp_path):
     probe = (
         "import sys; from airflow_mlpipe.factory import load_dag; "
         f"dag = load_dag({str(folder / 'x.py')!r}, 'pipelines/income_retrain.yaml'); "
-        "print(dag.dag_id, 'pydantic' in sys.modules, 'airflow_mlpipe.spec' in sys.modules)"
+        "print(dag.dag_id, 'pydantic' in sys.modules, "
+        "','.join(sorted(m for m in sys.modules if m.startswith('airflow_mlpipe.spec'))) or '-')"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "MLPIPE_CACHE_DIR": str(tmp_path / "cache")})
-    dag_id, _pydantic_loaded_by_airflow, spec_loaded = out.stdout.split()[-3:]
+    dag_id, _pydantic_loaded_by_airflow, spec_modules = out.stdout.split()[-3:]
     assert dag_id == "income_retrain_v2"
-    assert spec_loaded == "False", "the spec layer (our pydantic models) was imported on a warm parse"
+    # only the standard-library naming rules (spec/names.py, and the lazy package that holds them)
+    assert set(spec_modules.split(",")) <= {"-", "airflow_mlpipe.spec", "airflow_mlpipe.spec.names"}, (
+        f"the spec layer (our pydantic models) was imported on a warm parse: {spec_modules}")

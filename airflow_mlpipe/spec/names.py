@@ -1,0 +1,34 @@
+"""Naming rules written once: the reserved run parameters, how a pipeline becomes a DAG id, and the Asset URIs
+of registered datasets and models. Standard library only: the factory's warm parse, the task process, the CLI
+and the plugin import it without pydantic or Airflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+REGENERATE_PARAM = "regenerate_outputs"
+"""The run switch every pipeline DAG has: recompute every step, ignoring results that could be reused."""
+
+VERSION_PARAM = "pipeline_version"
+"""The endpoint DAG's parameter that picks a published version of the pipeline."""
+
+
+def pipeline_dag_id(pipeline: str, version: int | None, published: bool) -> str:
+    """A published pipeline (one with ``endpoint:``) is DAG ``<pipeline>_v<version>``; others ``<pipeline>``.
+    The DAG id is also the pipeline's name in the workspace (run records, cache explanations)."""
+    return f"{pipeline}_v{version}" if published else pipeline
+
+
+def dag_id_for(spec: Any) -> str:
+    """:func:`pipeline_dag_id` of a loaded definition (anything with ``pipeline``, ``version``, ``endpoint``)."""
+    return pipeline_dag_id(spec.pipeline, spec.version, spec.endpoint is not None)
+
+
+def dataset_uri(name: str) -> str:
+    """The Asset URI of a registered dataset (the ``x-mlpipe`` scheme needs no provider discovery at parse)."""
+    return f"x-mlpipe://datasets/{name}"
+
+
+def model_uri(name: str) -> str:
+    """The Asset URI of a registered model."""
+    return f"x-mlpipe://models/{name}"
