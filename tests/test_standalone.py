@@ -83,6 +83,7 @@ def home(tmp_path):
     standalone.stop(home, timeout=10)
 
 
+@pytest.mark.integration  # two real start attempts of an Airflow process tree on one home
 def test_two_start_attempts_on_one_home_start_one_airflow(home, tmp_path):
     server_script = tmp_path / "fake_airflow.py"
     server_script.write_text(SERVER)

@@ -7,7 +7,6 @@ stores its arguments; everything else happens in ``execute``.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -113,7 +112,9 @@ class MlpipeStepOperator(BaseOperator):
         self.permanent_exit_codes = sorted({int(code) for code in permanent_exit_codes})
         self.mlpipe_conn_id = mlpipe_conn_id
         self._target: Any = None
-        self._killed = threading.Event()
+        # a plain flag, not a threading.Event: Airflow deep-copies operators (partial_subset, clearing) and a
+        # lock cannot be copied; on_kill sets it from the signal handler, _run reads it after the step ends
+        self._killed = False
         registered = [cfg["register_as"] for cfg in self.outputs.values() if cfg.get("register_as")]
         if registered:
             from airflow_mlpipe.assets import dataset_alias
@@ -268,7 +269,7 @@ class MlpipeStepOperator(BaseOperator):
             heartbeat.stop()
         if heartbeat.lost:
             raise LeaseLost(f"step {self.step_name!r}: {heartbeat.lost}; this attempt committed nothing")
-        if self._killed.is_set():
+        if self._killed:
             raise StepFailed(f"step {self.step_name!r} was killed; no output was committed", exit_code=code)
         if code != 0:
             log_tail = "\n".join(tail)
@@ -305,6 +306,6 @@ class MlpipeStepOperator(BaseOperator):
         return isinstance(result, dict) and result.get("phase") == "script" and result.get("exit_code") == code
 
     def on_kill(self) -> None:
-        self._killed.set()
+        self._killed = True
         if self._target is not None:
             self._target.kill()

@@ -49,6 +49,7 @@ def test_dagbag_loads_the_others(folder):
     check_error(bag.import_errors[str(folder / "broken.py")], folder)
 
 
+@pytest.mark.integration  # runs a real `airflow dag-processor` (~15 s)
 @pytest.mark.timeout(300)
 def test_dag_processor_stores_one_import_error(folder, tmp_path):
     home = private_airflow_home(tmp_path / "home")

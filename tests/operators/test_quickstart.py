@@ -96,6 +96,7 @@ def latest_run_states(dag_id: str) -> tuple[dict, dict]:
         return {ti.task_id: str(ti.state) for ti in tis}, {ti.task_id: ti.try_number for ti in tis}
 
 
+@pytest.mark.integration  # runs `airflow dags test` as a subprocess (a whole Airflow start, ~25 s)
 def test_airflow_dags_test_cli_conf(airflow_db, tmp_path):
     """``airflow dags test mlpipe_quickstart -c ...`` with the real CLI, in a subprocess."""
     dags = make_dags_folder(tmp_path / "dags", {"quickstart": QUICKSTART.replace("mlpipe_quickstart", "qs_cli")},

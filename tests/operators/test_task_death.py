@@ -72,7 +72,8 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("compute", ["local", pytest.param("podman", marks=pytest.mark.integration)])
+@pytest.mark.integration  # kills a real Airflow task process tree and watches its step stop (~10 s each)
+@pytest.mark.parametrize("compute", ["local", "podman"])
 def test_the_step_dies_with_its_task(airflow_db, tmp_path, monkeypatch, request, compute):
     docker_url = request.getfixturevalue("docker_url") if compute == "podman" else "unused"
     signals = tmp_path / "signals"

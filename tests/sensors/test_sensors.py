@@ -103,6 +103,7 @@ def _wait_while(dag, change, every: float | None = None) -> dict:
     return ti.xcom_pull(task_ids="sensor")
 
 
+@pytest.mark.integration  # four sensors each left waiting (deferred or poking) 6 s before the change: ~25 s
 def test_workspace_sensors_wait_for_new_versions_objects_and_alias_moves(sensor_env):
     dags, ws, tmp = sensor_env
     data = tmp / "data"
