@@ -16,7 +16,7 @@ DATASET_GROUP = "mlpipe-dataset"
 MODEL_GROUP = "mlpipe-model"
 
 __all__ = ["DATASET_GROUP", "MODEL_GROUP", "dataset_alias", "dataset_asset", "dataset_uri", "model_alias",
-           "model_asset", "model_uri"]
+           "model_alias_for", "model_asset", "model_uri", "is_template"]
 
 
 
@@ -31,6 +31,22 @@ def dataset_alias(name: str) -> Any:
     from airflow_mlpipe.compat import AssetAlias
 
     return AssetAlias(name=f"mlpipe.dataset-alias.{name}", group=DATASET_GROUP)
+
+
+def is_template(text: Any) -> bool:
+    """True when ``text`` holds Jinja markers: it is only known once the task renders it."""
+    return isinstance(text, str) and any(marker in text for marker in ("{{", "{%", "{#"))
+
+
+def model_alias_for(name: str) -> Any:
+    """The outlet alias of a model name: the model's own alias, or, for a templated name (the model is known
+    only when the task runs), one alias shared by such tasks; an event on it still lands on the rendered
+    model's Asset, so the pipelines scheduled on that model run."""
+    if is_template(name):
+        from airflow_mlpipe.compat import AssetAlias
+
+        return AssetAlias(name="mlpipe.model-alias.templated", group=MODEL_GROUP)
+    return model_alias(name)
 
 
 def model_asset(name: str) -> Any:

@@ -61,20 +61,25 @@ class MlpipeRegisterModelOperator(BaseOperator):
         self.param_types = dict(param_types or {})
         self.pipeline = pipeline
         self.mlpipe_conn_id = mlpipe_conn_id
-        from airflow_mlpipe.assets import model_alias
+        from airflow_mlpipe.assets import model_alias_for
 
-        self.outlets = [*self.outlets, model_alias(model_name)]
+        # built from the name as written: a templated name gets the shared alias, not "{{ ... }}"
+        self._model_outlet = model_alias_for(model_name)
+        self.outlets = [*self.outlets, self._model_outlet]
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlpipe.assets import model_alias, model_asset
+        from airflow_mlpipe.assets import model_asset
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         dag_run = context["dag_run"]
-        refuse_bad_conf(self, dict(dag_run.conf or {}))
+        conf = dict(dag_run.conf or {})
+        refuse_bad_conf(self, conf)
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
         params = dict(context["params"])
+        # this task may be the run's first (a hand-written DAG): its step record needs the run's record
+        ws.runs.open_run(pipeline, run_id, resolve.run_doc(params, conf, context))
         started = time.time()
         model_input = resolve.resolve_input(self, ws, context, "model", self.inputs["model"], params)
         metrics: dict[str, Any] = {}
@@ -92,7 +97,7 @@ class MlpipeRegisterModelOperator(BaseOperator):
         )
         created = version.version not in before
         if created:
-            context["outlet_events"][model_alias(self.model_name)].add(
+            context["outlet_events"][self._model_outlet].add(
                 model_asset(self.model_name), extra={"version": version.version, "digest": version.digest}
             )
             self.log.info("registered model %s version %s (metrics %s)", self.model_name, version.version, metrics)
@@ -173,9 +178,11 @@ class MlpipeCompareOperator(BaseOperator):
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         dag_run = context["dag_run"]
-        refuse_bad_conf(self, dict(dag_run.conf or {}))
+        conf = dict(dag_run.conf or {})
+        refuse_bad_conf(self, conf)
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
+        ws.runs.open_run(pipeline, run_id, resolve.run_doc(dict(context["params"]), conf, context))
         upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(self.candidate, self.candidate)) or {}
         model = upstream.get("model")
         if not model:
