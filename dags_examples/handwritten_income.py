@@ -29,7 +29,7 @@ with DAG(
     },
 ) as dag:
     wait = MlpipeDatasetSensor(task_id="wait_for_data", name="income_raw", after_version=0, poll_interval=30,
-                               timeout=6 * 3600)
+                               timeout=6 * 3600, deferrable=True)
     prep = MlpipeStepOperator(
         task_id="prep", script="prep.py", source_directory=SRC, environment=PLAIN,
         arguments=["--raw", "${inputs.raw}", "--out", "${outputs.prepared}"],

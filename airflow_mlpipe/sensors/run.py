@@ -1,13 +1,14 @@
 """MlpipeRunSensor: wait for a run of a pipeline or an endpoint (any DAG) to finish, and end with its
-state: success passes, a failed run fails the sensor. Deferrable by default (Airflow's DagStateTrigger
-polls from the triggerer, not a worker slot)."""
+state: success passes, a failed run fails the sensor. ``deferrable`` follows Airflow's ``[operators]
+default_deferrable`` unless the DAG says (deferred, Airflow's DagStateTrigger polls from the triggerer, not a
+worker slot)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlpipe.compat import BaseSensorOperator
+from airflow_mlpipe.compat import BaseSensorOperator, default_deferrable
 from airflow_mlpipe.errors import MlpipeError
 from airflow_mlpipe.operators.common import fail_fast
 
@@ -36,7 +37,7 @@ class MlpipeRunSensor(BaseSensorOperator):
         *,
         dag_id_to_watch: str,
         run_id: str,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -44,7 +45,7 @@ class MlpipeRunSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.dag_id_to_watch = dag_id_to_watch
         self.run_id = run_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = poll_interval
 
     def _state(self, context: Context) -> str | None:

@@ -1,12 +1,15 @@
 """Sensors on the workspace: a new dataset version, new objects under a prefix, a new model version or
-an alias move. Deferrable by default: the wait happens in the triggerer, not in a worker slot."""
+an alias move. ``deferrable`` follows Airflow's ``[operators] default_deferrable`` unless the DAG says: deferred,
+the wait happens in the triggerer, not in a worker slot. The baseline (what "new" is measured against) is taken
+once per task instance and kept in Airflow's task state store, so a sensor in ``mode="reschedule"`` (or a retry)
+still sees a change that happened while it was not running."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlpipe.compat import BaseSensorOperator
+from airflow_mlpipe.compat import BaseSensorOperator, default_deferrable, task_state_store
 from airflow_mlpipe.errors import WorkspaceError
 from airflow_mlpipe.operators.common import fail_fast
 
@@ -25,7 +28,7 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
         prefix: str | None = None,
         after_version: int | None = None,
         mlpipe_conn_id: str = "mlpipe_default",
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
@@ -36,7 +39,7 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
         self.prefix = prefix
         self.after_version = after_version
         self.mlpipe_conn_id = mlpipe_conn_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = poll_interval
         self._baseline: Any = None
 
@@ -52,9 +55,24 @@ class _WorkspaceChangeSensor(BaseSensorOperator):
             return int(self.after_version)  # a version number, or (alias) the version it is known to hold
         return current_state(self._workspace(), self.kind, self.name, self.alias, self.prefix)
 
+    BASELINE_KEY = "mlpipe_baseline"
+
+    def _baseline_for(self, context: Context) -> Any:
+        """The baseline of this task instance: taken on its first run, then read back from the task state
+        store on a reschedule or a retry (taking it again would swallow a change made in between)."""
+        store = task_state_store(context)
+        if store is not None:
+            kept = store.get(self.BASELINE_KEY)
+            if isinstance(kept, dict) and "baseline" in kept:
+                return kept["baseline"]
+        baseline = self._start()
+        if store is not None:
+            store.set(self.BASELINE_KEY, {"baseline": baseline})
+        return baseline
+
     @fail_fast
     def execute(self, context: Context) -> Any:
-        self._baseline = self._start()
+        self._baseline = self._baseline_for(context)
         if not self.deferrable:
             return super().execute(context)
         from airflow_mlpipe.triggers.workspace import WorkspaceChangeTrigger

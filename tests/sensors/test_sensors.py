@@ -32,7 +32,7 @@ SENSOR_DAG = textwrap.dedent(
          {"name": "raw", "after_version": 2, "deferrable": False, "poke_interval": 0.5}),
     ]:
         with DAG(dag_id, schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
-            cls(task_id="sensor", poll_interval=0.5, timeout=SENSOR_TIMEOUT, **kwargs)
+            cls(task_id="sensor", poll_interval=0.5, timeout=SENSOR_TIMEOUT, **{"deferrable": True, **kwargs})
         globals()[dag_id] = dag
     """
 ).replace("SENSOR_TIMEOUT", repr(scaled(60)))
@@ -54,7 +54,7 @@ RUN_DAGS = textwrap.dedent(
     with DAG("mlpipe_watcher", schedule=None, start_date=datetime.datetime(2026, 1, 1),
              params={"run_id": ""}) as watcher:
         MlpipeRunSensor(task_id="wait_run", dag_id_to_watch="mlpipe_watched", run_id="{{ params.run_id }}",
-                        poll_interval=0.5, timeout=SENSOR_TIMEOUT)
+                        poll_interval=0.5, timeout=SENSOR_TIMEOUT, deferrable=True)
     """
 ).replace("SENSOR_TIMEOUT", repr(scaled(60)))
 
@@ -154,3 +154,54 @@ def test_run_sensor_ends_with_the_state_of_the_run_it_watches(sensor_env):
     assert bad.state == "failed"
     watcher = found["mlpipe_watcher"].test(run_conf={"run_id": bad.run_id})
     assert watcher.state == "failed"
+
+
+@pytest.mark.parametrize("configured", ["True", "False"])
+def test_deferrable_follows_airflows_default_unless_the_dag_says(monkeypatch, configured):
+    from airflow_mlpipe.sensors.run import MlpipeRunSensor
+    from airflow_mlpipe.sensors.workspace import MlpipeDatasetSensor, MlpipeModelSensor
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", configured)
+    sensors = [MlpipeDatasetSensor(task_id="a", name="raw"), MlpipeDatasetSensor(task_id="b", prefix="landing"),
+               MlpipeModelSensor(task_id="c", name="churn", alias="production"),
+               MlpipeRunSensor(task_id="d", dag_id_to_watch="x", run_id="r")]
+    assert [s.deferrable for s in sensors] == [configured == "True"] * 4
+    assert MlpipeDatasetSensor(task_id="e", name="raw", deferrable=configured != "True").deferrable is (
+        configured != "True")
+
+
+RESCHEDULE_DAG = textwrap.dedent(
+    """
+    import datetime
+    from airflow.sdk import DAG
+    from airflow_mlpipe.hooks.workspace import MlpipeHook
+    from airflow_mlpipe.sensors.workspace import MlpipeDatasetSensor
+
+    class LandsWhileAway(MlpipeDatasetSensor):
+        # the sensor's first run pokes once, finds nothing, and gives its slot back; the object lands right
+        # then, while no run of the task is alive
+        def poke(self, context):
+            found = super().poke(context)
+            if not found and context["task_reschedule_count"] == 0:
+                MlpipeHook(self.mlpipe_conn_id).get_workspace().datastore.write_bytes("landing/new.csv", b"x")
+            return found
+
+    with DAG("wait_rescheduled", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
+        LandsWhileAway(task_id="sensor", prefix="landing", deferrable=False, mode="reschedule",
+                       poke_interval=1, timeout=SENSOR_TIMEOUT)
+    """
+).replace("SENSOR_TIMEOUT", repr(scaled(30)))
+
+
+def test_a_rescheduled_sensor_keeps_its_baseline(sensor_env):
+    """mode="reschedule": the task gives its slot back between pokes and runs again. An object that lands while
+    the sensor is away is still new to it: the baseline of the first run is kept in the task state store (before,
+    each run took the listing again, so the new object became part of the baseline and the sensor timed out)."""
+    dags, ws, _ = sensor_env
+    ws.datastore.write_bytes("landing/old.csv", b"x\n")
+    dag = _load(dags, "rescheduled.py", RESCHEDULE_DAG)["wait_rescheduled"]
+    run = dag.test()
+    assert run.state == "success"
+    [ti] = run.get_task_instances()
+    event = ti.xcom_pull(task_ids="sensor")
+    assert event["new_keys"] == ["landing/new.csv"], event
