@@ -42,16 +42,28 @@ def definitions_folder(option: pathlib.Path | None) -> pathlib.Path:
 
 def published(folder: pathlib.Path) -> dict[str, dict]:
     """endpoint -> {versions: {N: dag_id}, default: N} from the definitions in ``folder``."""
+    from airflow_mlpipe.errors import DefinitionError
     from airflow_mlpipe.spec import load_pipeline
-    from airflow_mlpipe.spec.names import dag_id_for
+    from airflow_mlpipe.spec.names import dag_id_for, might_publish
 
     if not folder.is_dir():
         fail(f"no definitions folder {folder}: pass --definitions DIR")
     endpoints: dict[str, dict] = {}
+    unreadable: list[str] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
             spec = load_pipeline(path)
-        except Exception:  # a broken definition is `mlpipe validate`'s business, not this listing's
+        except (DefinitionError, OSError, UnicodeDecodeError) as exc:
+            # a broken definition that may publish an endpoint: listing (or choosing a default) without it could
+            # be wrong, so say so; another pipeline's broken file is `mlpipe validate`'s business, not this one's
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = "endpoint:"
+            if might_publish(text):
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                # a DefinitionError's lines after the first are "file:line: problem"; other errors get the path
+                unreadable.append("; ".join(lines[1:4]) if len(lines) > 1 else f"{path}: {lines[0] if lines else exc!r}")
             continue
         if spec.endpoint is None:
             continue
@@ -59,6 +71,9 @@ def published(folder: pathlib.Path) -> dict[str, dict]:
         entry["versions"][spec.version] = dag_id_for(spec)
         if spec.endpoint.default:
             entry["default"] = spec.version
+    if unreadable:
+        fail("these definitions may publish an endpoint and cannot be read, so the published versions are not "
+             "known:\n  " + "\n  ".join(unreadable) + "\nfix them (`mlpipe validate DIR` names each line)")
     for entry in endpoints.values():
         if entry["default"] is None:
             entry["default"] = max(entry["versions"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -45,6 +46,8 @@ from airflow_mlpipe.compute.base import (
 )
 from airflow_mlpipe.compute.docker import container_python, workspace_local_root
 from airflow_mlpipe.errors import ComputeError, ComputeSetupError
+
+log = logging.getLogger(__name__)
 
 CONTAINER = "step"
 WORKDIR = "/mlpipe/work"
@@ -296,8 +299,13 @@ class KubernetesTarget(ComputeTarget):
             api, (namespace, name) = self._api, self._pod
         try:
             api.delete_namespaced_pod(name=name, namespace=namespace, grace_period_seconds=grace)
-        except Exception:  # already gone
-            pass
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return  # already gone
+            # never silent: the pod may still be running (its step stops itself when its lease lapses)
+            log.error("could not delete pod %s in namespace %s (%s: %s); it may still be running: delete it with "
+                      "`kubectl delete pod -n %s %s`", name, namespace, type(exc).__name__,
+                      str(exc).splitlines()[0] if str(exc) else "", namespace, name)
 
     def kill(self) -> None:
         self._kill_requested.set()

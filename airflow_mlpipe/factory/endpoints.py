@@ -18,7 +18,7 @@ import yaml
 
 from airflow_mlpipe.errors import DefinitionError
 from airflow_mlpipe.factory import REGENERATE_DESCRIPTION, param_args
-from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM, dag_id_for
+from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM, dag_id_for, might_publish
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -29,10 +29,16 @@ def published_versions(folder: pathlib.Path, endpoint: str) -> list[Any]:
 
     specs = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        text = path.read_text(encoding="utf-8")
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a safe loader
-        except yaml.YAMLError:
-            continue  # a broken file is reported by its own stub, not here
+            raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            if might_publish(text, endpoint):
+                # it may be a version of this endpoint: routing without it could pick the wrong default
+                raise DefinitionError(
+                    f"endpoint {endpoint!r}: {path} cannot be read ({str(exc).splitlines()[0]}) and may publish a "
+                    "version of it; fix that file (`mlpipe validate` names the line)") from exc
+            continue  # another pipeline's broken file is reported by its own DAG file, not here
         if isinstance(raw, dict) and isinstance(raw.get("endpoint"), dict) and raw["endpoint"].get("name") == endpoint:
             specs.append(load_pipeline(path))
     by_version: dict[int, Any] = {}

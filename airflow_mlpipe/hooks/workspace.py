@@ -48,17 +48,31 @@ class MlpipeHook(BaseHook):
         """Workspace URI and S3 options from the connection (credentials included: never log this)."""
         try:
             conn = self.get_connection(self.mlpipe_conn_id)
-        except Exception as exc:  # Airflow raises AirflowNotFoundException; keep the message actionable
+        except Exception as exc:
             from airflow_mlpipe.compat import AirflowNotFoundException
 
-            # a connection that does not exist stays missing on a retry; a secrets backend that did not
-            # answer may answer next time
+            if isinstance(exc, AirflowNotFoundException):  # missing stays missing on a retry: permanent
+                raise WorkspaceError(
+                    f"connection {self.mlpipe_conn_id!r} not found: create it with "
+                    f"`airflow connections add {self.mlpipe_conn_id} --conn-type mlpipe "
+                    "--conn-extra '{\"workspace\": \"file:///path/to/workspace\"}'` "
+                    f"or set AIRFLOW_CONN_{self.mlpipe_conn_id.upper()} ({type(exc).__name__}: {exc})",
+                    permanent=True,
+                ) from exc
+            if isinstance(exc, PermissionError):  # AirflowSecretsBackendAccessDenied: a backend said no
+                raise WorkspaceError(
+                    f"connection {self.mlpipe_conn_id!r}: the secrets backend denied access ({type(exc).__name__}: "
+                    f"{exc}); grant this deployment read access to it, or point the task at another connection",
+                    permanent=True,
+                ) from exc
+            # a secrets backend or metadata DB that did not answer is not a missing connection: it may answer
+            # on the next try (transient), and the message says what really failed
             raise WorkspaceError(
-                f"connection {self.mlpipe_conn_id!r} not found: create it with "
-                f"`airflow connections add {self.mlpipe_conn_id} --conn-type mlpipe "
-                "--conn-extra '{\"workspace\": \"file:///path/to/workspace\"}'` "
-                f"or set AIRFLOW_CONN_{self.mlpipe_conn_id.upper()} ({type(exc).__name__}: {exc})",
-                permanent=isinstance(exc, AirflowNotFoundException),
+                f"connection {self.mlpipe_conn_id!r} could not be read ({type(exc).__name__}: {exc}): the secrets "
+                "backend or the metadata database did not answer; the task is retried. If it persists, check the "
+                "[secrets] backend configuration and that `airflow connections get "
+                f"{self.mlpipe_conn_id}` works",
+                permanent=False,
             ) from exc
         return self.settings_from_connection(conn, self.mlpipe_conn_id)
 

@@ -4,6 +4,7 @@ and the plugin import it without pydantic or Airflow."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 REGENERATE_PARAM = "regenerate_outputs"
@@ -32,3 +33,13 @@ def dataset_uri(name: str) -> str:
 def model_uri(name: str) -> str:
     """The Asset URI of a registered model."""
     return f"x-mlpipe://models/{name}"
+
+
+def might_publish(text: str, endpoint: str | None = None) -> bool:
+    """Whether a definition that cannot be read may publish ``endpoint`` (any endpoint when None): its text has a
+    top-level ``endpoint:`` key and, for a given endpoint, names it. The endpoint DAG and ``mlpipe endpoints``
+    refuse to route around such a file: without it they could pick the wrong default version."""
+    if not re.search(r"^endpoint\s*:", text, re.M):
+        return False
+    return endpoint is None or re.search(
+        rf"\bname\s*:\s*['\"]?{re.escape(endpoint)}['\"]?(?![\w.-])", text) is not None

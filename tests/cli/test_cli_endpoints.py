@@ -57,3 +57,41 @@ def test_endpoint_operator_chooses_the_version_and_refuses_unknown_ones():
     ):
         with pytest.raises(ConfError, match=re.escape(message)):
             op.choose(conf, None)
+
+
+BROKEN_VERSION = "pipeline: income_retrain\nversion: 3\nendpoint:\n  name: income_retrain\n  default: true\nsteps: [oops\n"
+BROKEN_OTHER = "pipeline: other\nsteps: [oops\n"
+
+
+def _definitions_with(tmp_path, files: dict[str, str]) -> pathlib.Path:
+    import shutil
+
+    shutil.copytree(REPO / "dags_examples", tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    folder = tmp_path / "dags" / "pipelines"
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_a_definition_that_may_publish_the_endpoint_and_cannot_be_read_is_not_routed_around(tmp_path):
+    """A broken file that names the endpoint may be its default version: the CLI listing and the endpoint DAG
+    refuse, naming it, instead of silently choosing among the others (before, both skipped it). Another
+    pipeline's broken file does not concern them."""
+    from airflow_mlpipe.errors import DefinitionError
+    from airflow_mlpipe.factory.endpoints import endpoint_dag
+
+    ws_uri = (tmp_path / "ws").as_uri()
+    other = _definitions_with(tmp_path / "a", {"other.yaml": BROKEN_OTHER})
+    out = runner.invoke(app, ["endpoints", "list", "-d", str(other), "--workspace", ws_uri, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["default"] == 2
+    assert endpoint_dag(other / "x.py", "income_retrain", other).params["pipeline_version"] is None
+
+    folder = _definitions_with(tmp_path / "b", {"income_retrain_v3.yaml": BROKEN_VERSION})
+    for command in (["endpoints", "list"], ["endpoints", "set-default", "income_retrain", "1"]):
+        out = runner.invoke(app, [*command, "-d", str(folder), "--workspace", ws_uri])
+        assert out.exit_code == 2, out.output
+        assert "income_retrain_v3.yaml" in out.output and "cannot be read" in out.output, out.output
+    assert default_override(Workspace.from_uri(ws_uri), "income_retrain") is None  # nothing was set
+    with pytest.raises(DefinitionError, match=r"income_retrain_v3\.yaml cannot be read"):
+        endpoint_dag(folder / "x.py", "income_retrain", folder)

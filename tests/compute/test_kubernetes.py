@@ -227,3 +227,28 @@ def test_kill_deletes_the_pod(monkeypatch):
     assert target.run(gpu_request(), on_log) == 137
     deletes = [c for c in fake.calls if c[0] == "delete"]
     assert deletes == [("delete", fake.created.metadata.name, 5)]
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_failed_pod_deletion_is_reported_and_a_vanished_pod_is_not(monkeypatch, caplog, status):
+    """(Kubernetes API faked: no API server here.) A pod that is already gone is fine; any other failure to
+    delete it is logged with the command that removes it by hand, never swallowed."""
+    from kubernetes.client.exceptions import ApiException
+
+    fake = FakeCoreV1()
+
+    def refuse(name, namespace, grace_period_seconds):
+        fake.calls.append(("delete", name, grace_period_seconds))
+        raise ApiException(status=status, reason="Not Found" if status == 404 else "Internal Server Error")
+
+    fake.delete_namespaced_pod = refuse
+    target = get_target("kubernetes", {"namespace": "ml", "poll_interval": 0.01})
+    monkeypatch.setattr(target, "_core_v1", lambda: fake)
+    with caplog.at_level("ERROR", logger="airflow_mlpipe.compute.kubernetes"):
+        assert target.run(gpu_request(), lambda line: None) == 0
+    name = fake.created.metadata.name
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    if status == 404:
+        assert errors == []
+    else:
+        assert len(errors) == 1 and f"kubectl delete pod -n ml {name}" in errors[0] and "ApiException" in errors[0]
