@@ -160,20 +160,59 @@ def build_dag(spec: Any) -> Any:
     return build_from_plan(json.loads(json.dumps(dag_plan(spec))))
 
 
+_CODE_DIGEST: dict[tuple, str] = {}
+
+
+def _code_digest() -> str:
+    """What builds a DAG from a plan besides the definition: the registered step types and their builder
+    classes, and the source of the modules that hold them and of this one. An edited builder (an editable
+    install does not bump the version) or a step type registered by a plugin means a new plan. Memoised per
+    registry state: the files are read once per process."""
+    from airflow_mlpipe.factory.builders import BUILDERS
+
+    registry = tuple(sorted((name, type(b).__module__, type(b).__qualname__) for name, b in BUILDERS.items()))
+    digest = _CODE_DIGEST.get(registry)
+    if digest is None:
+        import sys
+
+        files = sorted({__file__, *(getattr(sys.modules.get(module), "__file__", None) or ""
+                                    for _, module, _ in registry)} - {""})
+        h = hashlib.sha256(repr(registry).encode())
+        for name in files:
+            try:
+                h.update(pathlib.Path(name).read_bytes())
+            except OSError:
+                h.update(f"unreadable:{name}".encode())
+        digest = _CODE_DIGEST[registry] = h.hexdigest()
+    return digest
+
+
 def _plan_file(path: pathlib.Path, raw: bytes, root: pathlib.Path | None) -> pathlib.Path:
     key = hashlib.sha256(
-        b"\0".join([raw, str(path).encode(), str(root or "").encode(), __version__.encode(), str(PLAN_FORMAT).encode()])
+        b"\0".join([raw, str(path).encode(), str(root or "").encode(), __version__.encode(), str(PLAN_FORMAT).encode(),
+                    _code_digest().encode()])
     )
     root = os.environ.get("MLPIPE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "airflow_mlpipe")
     return pathlib.Path(root) / "plans" / f"{path.stem}-{key.hexdigest()[:32]}.json"
 
 
 def _read_plan(file: pathlib.Path) -> dict[str, Any] | None:
+    """The cached plan, or None: absent, unreadable, another format, or one whose scripts are not all there
+    any more (then the definition is validated again, and the missing script reported with its line)."""
     try:
         plan = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return plan if isinstance(plan, dict) and plan.get("format") == PLAN_FORMAT else None
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        return None
+    for task in plan.get("tasks") or []:
+        data = task.get("data") if isinstance(task, dict) else None
+        parts = [data, *data.values()] if isinstance(data, dict) else []  # a builder may nest its kwargs
+        for part in parts:
+            if isinstance(part, dict) and part.get("script") and part.get("source_directory"):
+                if not os.path.isfile(os.path.join(part["source_directory"], part["script"])):
+                    return None
+    return plan
 
 
 def _write_plan(file: pathlib.Path, plan: dict[str, Any]) -> None:

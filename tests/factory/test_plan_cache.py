@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,43 @@ def test_a_warm_parse_does_not_load_pydantic(folder, tmp_path):
     # only the standard-library naming rules (spec/names.py, and the lazy package that holds them)
     assert set(spec_modules.split(",")) <= {"-", "airflow_mlpipe.spec", "airflow_mlpipe.spec.names"}, (
         f"the spec layer (our pydantic models) was imported on a warm parse: {spec_modules}")
+
+
+def test_a_cached_plan_whose_script_is_gone_is_validated_again(folder):
+    """A hit checks that every step's script is still there: a deleted script is reported with its line as on a
+    cold parse (before, the cached plan built the DAG and the task failed at run time)."""
+    dag = load_dag(folder / "x.py", "pipelines/quickstart.yaml")  # cold: the plan is written
+    train = load_dag(folder / "x.py", "pipelines/quickstart.yaml").task_dict["train"]  # warm
+    assert train.task_id == dag.task_dict["train"].task_id
+    (pathlib.Path(train.source_directory) / train.script).unlink()
+    with pytest.raises(DefinitionError, match=re.escape(train.script)):
+        load_dag(folder / "x.py", "pipelines/quickstart.yaml")
+
+
+def test_the_plan_key_follows_the_builders(folder, tmp_path, monkeypatch):
+    """A step type registered by a plugin, or an edit of a module that holds a builder (an editable install keeps
+    the version), gives the plan another key: a plan built by other code is never reused."""
+    import importlib
+
+    import airflow_mlpipe.factory as factory
+    from airflow_mlpipe.factory.builders import BUILDERS
+
+    definition = folder / "pipelines" / "quickstart.yaml"
+    raw = definition.read_bytes()
+    before = factory._plan_file(definition, raw, folder)
+    assert factory._plan_file(definition, raw, folder) == before
+
+    module_dir = tmp_path / "plugin_src"
+    module_dir.mkdir()
+    source = module_dir / "mlpipe_extra_builder.py"
+    source.write_text("from airflow_mlpipe.factory.builders import StepBuilder\n\n\n"
+                      "class ExtraBuilder(StepBuilder):\n    pass\n")
+    monkeypatch.syspath_prepend(str(module_dir))
+    extra = importlib.import_module("mlpipe_extra_builder")
+    monkeypatch.setitem(BUILDERS, "extra", extra.ExtraBuilder())  # register_builder, undone after the test
+    registered = factory._plan_file(definition, raw, folder)
+    assert registered != before
+
+    source.write_text(source.read_text().replace("pass", '"""edited"""'))
+    monkeypatch.setattr(factory, "_CODE_DIGEST", {})  # a new process reads the files again
+    assert factory._plan_file(definition, raw, folder) not in (before, registered)
