@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_mlpipe.errors import ConfError
 from airflow_mlpipe.spec.names import VERSION_PARAM
 from airflow_mlpipe.spec.values import (
     conf_problems,
@@ -28,7 +29,7 @@ TRUE = frozenset({"true", "yes", "y", "on", "1"})
 FALSE = frozenset({"false", "no", "n", "off", "0"})
 
 
-class ConfRefused(ValueError):
+class ConfRefused(ConfError, ValueError):
     """A ``--param`` / ``--conf-json`` / ``--version`` cannot be sent: nothing was triggered."""
 
 

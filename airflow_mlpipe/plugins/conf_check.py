@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_mlpipe.errors import WorkspaceError
+
 log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
@@ -127,7 +129,7 @@ class PipelineCache:
         return pipeline
 
 
-class WorkspaceUnreachable(Exception):
+class WorkspaceUnreachable(WorkspaceError):
     """The workspace of the connection cannot be read from the API server: datasets are not checked."""
 
 

@@ -13,9 +13,14 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from airflow_mlpipe.errors import MlpipeError
 
-class ArgvError(ValueError):
-    """The launch context's ``argv`` is malformed or names an undeclared input/output."""
+
+class ArgvError(MlpipeError, ValueError):
+    """The launch context's ``argv`` is malformed or names an undeclared input/output (permanent: the step's
+    arguments must change)."""
+
+    permanent = True
 
 
 def resolve_argv(

@@ -19,13 +19,14 @@ import tarfile
 import tempfile
 from typing import Any
 
+from airflow_mlpipe.errors import MlpipeError
 from airflow_mlpipe.runtime.lease import LeaseLost
 
 MANIFEST_NAME = "_manifest.json"
 STATE_DIR = ".mlpipe"
 
 
-class RuntimeStepError(Exception):
+class RuntimeStepError(MlpipeError):
     """A step could not be prepared or committed (exit code 2 unless the script itself failed)."""
 
 
