@@ -23,10 +23,6 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def decision_key(name: str, version: int) -> str:
-    return f"models/{name}/decisions/{version:06d}.json"
-
-
 class MlpipeRegisterModelOperator(BaseOperator):
     """Register the folder of input ``model`` as a new version of ``model_name``.
 
@@ -191,7 +187,7 @@ class MlpipeCompareOperator(BaseOperator):
         name, version = model["name"], int(model["version"])
         value = self._metric(model.get("metrics") or {}, f"candidate {name} version {version}")
         holder = ws.models.get_alias(name, self.alias)
-        previous = ws.datastore.get_json_or_none(decision_key(name, version))
+        previous = ws.models.decision(name, version)
         same_question = {"metric": self.metric, "direction": self.direction, "margin": self.margin,
                          "alias": self.alias}
         if (isinstance(previous, dict) and all(previous.get(k) == v for k, v in same_question.items())
@@ -220,7 +216,7 @@ class MlpipeCompareOperator(BaseOperator):
         if moved:
             ws.models.set_alias(name, self.alias, version, reason=decision)
             self._announce(context, name, version)
-        ws.datastore.put_json(decision_key(name, version), decision)
+        ws.models.record_decision(name, version, decision)
         self.log.info("%s %s v%s: %s", "promoted" if decision["promoted"] else "NOT promoted", name, version,
                       decision["reason"])
         return self._result(ws, pipeline, run_id, model, decision, version if decision["promoted"] else holder,

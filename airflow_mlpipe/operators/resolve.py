@@ -16,8 +16,7 @@ from airflow_mlpipe.errors import (
     StepFailed,
     WorkspaceError,
 )
-
-DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
+from airflow_mlpipe.spec.names import DEFAULT_DESTINATION
 
 
 @dataclasses.dataclass

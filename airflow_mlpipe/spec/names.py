@@ -13,6 +13,10 @@ REGENERATE_PARAM = "regenerate_outputs"
 VERSION_PARAM = "pipeline_version"
 """The endpoint DAG's parameter that picks a published version of the pipeline."""
 
+DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
+"""Where a step output is committed in the workspace unless its ``destination`` says otherwise."""
+DESTINATION_FIELDS = ("pipeline", "run_id", "step", "output")
+
 
 def pipeline_dag_id(pipeline: str, version: int | None, published: bool) -> str:
     """A published pipeline (one with ``endpoint:``) is DAG ``<pipeline>_v<version>``; others ``<pipeline>``.

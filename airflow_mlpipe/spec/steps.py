@@ -15,6 +15,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
+from airflow_mlpipe.spec.names import (  # public here too (spec.DEFAULT_DESTINATION)
+    DEFAULT_DESTINATION,
+    DESTINATION_FIELDS,
+)
 from airflow_mlpipe.spec.types import (
     STRICT,
     Cpu,
@@ -26,9 +30,6 @@ from airflow_mlpipe.spec.types import (
     none_to_empty_dict,
     none_to_empty_list,
 )
-
-DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
-DESTINATION_FIELDS = ("pipeline", "run_id", "step", "output")
 
 #: a problem found by a step's own semantic check: (path below the step, message).
 StepProblem = tuple[tuple[str | int, ...], str]

@@ -339,3 +339,15 @@ class VersionedRegistry:
     def delete_alias(self, name: str, alias: str) -> None:
         self.datastore.delete(self._alias_key(name, alias))
 
+    # -- decisions (a compare step's verdict on a candidate version: promoted or not, against which champion)
+    def _decision_key(self, name: str, version: int) -> str:
+        return f"{self._base(name)}/decisions/{int(version):06d}.json"
+
+    def decision(self, name: str, version: int) -> dict | None:
+        """The last decision recorded on ``version``, or None."""
+        return self.datastore.get_json_or_none(self._decision_key(name, version))
+
+    def record_decision(self, name: str, version: int, doc: dict) -> None:
+        """Record the decision on ``version`` (the last one wins: a new champion means a new question)."""
+        self.datastore.put_json(self._decision_key(name, version), doc)
+

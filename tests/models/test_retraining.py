@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_mlpipe.operators.model import decision_key
 from airflow_mlpipe.workspace.core import Workspace
 from tests.models.conftest import run_pipeline
 
@@ -31,7 +30,8 @@ def test_retrain_twice_promotes_the_better_model_and_records_the_other(income_en
     auc2 = ws.models.get("income", 2).extra["metrics"]["auc"]
     better, worse = (1, 2) if auc1 >= auc2 else (2, 1)
     assert ws.models.get_alias("income", "production") == better
-    decision = ws.datastore.get_json(decision_key("income", 2))
+    decision = ws.models.decision("income", 2)
+    assert decision is not None
     assert decision["candidate_value"] == pytest.approx(auc2)
     assert decision["champion_version"] == 1 and decision["champion_value"] == pytest.approx(auc1)
     assert decision["promoted"] is (better == 2)
