@@ -221,10 +221,12 @@ class DockerTarget(ComputeTarget):
             "tty": False,
         }
         resources = request.resources or {}
-        if resources.get("cpu") is not None:
-            spec["nano_cpus"] = int(parse_cpu(resources["cpu"]) * 1e9)
-        if resources.get("memory") is not None:
-            spec["mem_limit"] = parse_memory(resources["memory"])
+        cpu = resources["cpu"] if resources.get("cpu") is not None else self.config.get("cpus")
+        memory = resources["memory"] if resources.get("memory") is not None else self.config.get("memory")
+        if cpu is not None:  # the step's resources win over the target's limits
+            spec["nano_cpus"] = int(parse_cpu(cpu) * 1e9)
+        if memory is not None:
+            spec["mem_limit"] = parse_memory(memory)
         if resources.get("gpu"):
             spec["device_requests"] = [docker.types.DeviceRequest(count=int(resources["gpu"]), capabilities=[["gpu"]])]
         for key in ("network_mode", "user", "extra_hosts", "shm_size"):

@@ -30,6 +30,19 @@ class LocalCompute(BaseModel):
         None,
         description="Where environment venvs are built and cached (default: a per-user cache directory).",
     )
+    isolated: bool = Field(
+        True, description="Run in a venv built for the step's environment (false: the worker's own interpreter)."
+    )
+    use_uv: bool | None = Field(None, description="Build venvs with uv (default: when uv is installed).")
+    inherit_env: Annotated[list[str], BeforeValidator(none_to_empty_list)] = Field(
+        default_factory=list, description="Names of worker environment variables the step also receives."
+    )
+    scratch_dir: str | None = Field(
+        None, description="Where each attempt's working folder is made (default: $MLPIPE_SCRATCH_DIR or a temp dir)."
+    )
+    keep_scratch: bool = Field(False, description="Keep each attempt's working folder after it ends (debugging).")
+    runtime_dir: str | None = Field(None, description="Where the step runtime is staged (default: a cache dir).")
+    kill_grace: int = Field(10, ge=0, description="Seconds between SIGTERM and SIGKILL when a step is stopped.")
 
 
 class DockerCompute(BaseModel):
@@ -40,9 +53,22 @@ class DockerCompute(BaseModel):
     type: Literal["docker"] = Field(description="docker")
     image: str | None = Field(None, description="Container image; defaults to the environment's image.")
     docker_url: str | None = Field(None, description="Docker Engine URL (default: the local socket).")
-    cpus: PositiveNumber | None = Field(None, description="CPU limit (number of CPUs, may be fractional).")
-    memory: Memory | None = Field(None, description="Memory limit, e.g. '512m' or '2g'.")
+    cpus: PositiveNumber | None = Field(
+        None, description="CPU limit (number of CPUs, may be fractional); a step's resources.cpu overrides it."
+    )
+    memory: Memory | None = Field(
+        None, description="Memory limit, e.g. '512m' or '2g'; a step's resources.memory overrides it."
+    )
     network_mode: str | None = Field(None, description="Docker network mode, e.g. 'bridge' or 'host'.")
+    user: str | None = Field(None, description="User (name or uid[:gid]) the step runs as in the container.")
+    extra_hosts: StrMap = Field(default_factory=dict, description="Extra /etc/hosts entries: {hostname: ip}.")
+    shm_size: Memory | None = Field(None, description="Size of /dev/shm, e.g. '1g' (PyTorch data loaders need it).")
+    pull: Literal["missing", "never"] = Field(
+        "missing", description="Pull the image when it is not present ('missing'), or fail ('never')."
+    )
+    python: str | None = Field(None, description="Python interpreter in the image (default: python3).")
+    timeout: int = Field(120, gt=0, description="Seconds to wait for an answer of the Docker Engine API.")
+    kill_grace: int = Field(10, ge=0, description="Seconds between stop and kill when a step is stopped.")
     env: StrMap = Field(default_factory=dict, description="Extra environment variables in the container.")
     mounts: Annotated[list[str], BeforeValidator(none_to_empty_list)] = Field(
         default_factory=list, description="Bind mounts 'host_path:/container/path[:ro]'."
@@ -97,6 +123,22 @@ class KubernetesCompute(BaseModel):
     )
     labels: StrMap = Field(default_factory=dict, description="Extra pod labels.")
     annotations: StrMap = Field(default_factory=dict, description="Extra pod annotations.")
+    env_from_secrets: Annotated[list[str], BeforeValidator(none_to_empty_list)] = Field(
+        default_factory=list,
+        description="Kubernetes Secrets whose keys become the step's environment variables (credentials: the "
+        "pod refers to the Secret, the value never appears in the pod spec).",
+    )
+    workspace_pvc: str | None = Field(
+        None, description="PersistentVolumeClaim that holds a file:// workspace, mounted at the same path."
+    )
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Image pull policy of the step container (default: Kubernetes' own)."
+    )
+    keep_pod: bool = Field(False, description="Keep the pod after the step ends (debugging).")
+    startup_timeout: int = Field(600, gt=0, description="Seconds the pod may stay pending before the step fails.")
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between two reads of the pod's state.")
+    kill_grace: int = Field(10, ge=0, description="Grace period (seconds) of the pod deletion when stopped.")
 
 
 COMPUTE_TYPES: dict[str, type[BaseModel]] = {
