@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from airflow_mlpipe.spec import values
-from airflow_mlpipe.spec.names import REGENERATE_PARAM
+from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM
 from airflow_mlpipe.spec.refs import DATASET_REF_PATTERN
 from airflow_mlpipe.spec.types import STRICT, Number
 from airflow_mlpipe.spec.values import describe
@@ -19,7 +19,7 @@ from airflow_mlpipe.spec.values import describe
 ParamType = Literal["string", "integer", "number", "boolean", "enum", "dataset", "path"]
 PARAM_TYPES: tuple[str, ...] = ("string", "integer", "number", "boolean", "enum", "dataset", "path")
 #: the factory adds this boolean param itself (force every step to recompute).
-RESERVED_PARAMS = frozenset({REGENERATE_PARAM})
+RESERVED_PARAMS = frozenset({REGENERATE_PARAM, VERSION_PARAM})  # the endpoint DAG picks the version with it
 
 #: a path relative to the workspace root (``values.path_problem`` in JSON Schema): no leading '/', '\\' or
 #: '~', no drive letter, no URI, no '..' segment (control characters are refused by every string param).

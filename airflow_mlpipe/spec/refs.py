@@ -94,7 +94,7 @@ def _parse_expr(expr: str, start: int, end: int) -> Ref:
     if m.group(1):
         kind, name = m.group(1), m.group(2)
         if kind == "run" and name not in RUN_ATTRIBUTES:
-            raise RefError(f"invalid reference '${{{expr}}}': run has id, pipeline and step")
+            raise RefError(f"invalid reference '${{{expr}}}': run has {', '.join(RUN_ATTRIBUTES[:-1])} and {RUN_ATTRIBUTES[-1]}")
         return Ref(kind, name, None, start, end)
     return Ref("steps", m.group(4), m.group(3), start, end)
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from airflow_mlpipe.spec.graph import find_cycles
+from airflow_mlpipe.spec.names import VERSION_PARAM
 from airflow_mlpipe.spec.params import RESERVED_PARAMS
 from airflow_mlpipe.spec.pipeline import PipelineSpec
 from airflow_mlpipe.spec.problems import Collector, did_you_mean, translate
@@ -236,10 +237,9 @@ def _check_params(spec: PipelineSpec, col: Collector) -> None:
     is consistent (its own ``declaration_problems``: default against type, choices...), param by param."""
     for name, param in spec.params.items():
         if name in RESERVED_PARAMS:
-            col.add(
-                ("params", name),
-                f"'{name}' is reserved: the pipeline adds this param itself; pick another name",
-            )
+            who = ("the endpoint DAG picks the published version with it" if name == VERSION_PARAM
+                   else "the pipeline adds this param itself")
+            col.add(("params", name), f"'{name}' is reserved: {who}; pick another name")
         for fld, msg in param.declaration_problems():
             col.add(("params", name, fld), msg)
 

@@ -45,6 +45,7 @@ EXPECTED = {
     "register_as_clash.yaml": "register_as_clash.yaml:27: steps.train.outputs.model.register_as: dataset 'corpus_table' is already registered by steps.prep.outputs.table: each",
     "requirements_file_missing.yaml": "requirements_file_missing.yaml:10: environments.plain.requirements_file: requirements file 'requirements-missing.txt' not found",
     "reserved_param.yaml": "reserved_param.yaml:12: params.regenerate_outputs: 'regenerate_outputs' is reserved: the pipeline adds this param itself; pick another name",
+    "reserved_version_param.yaml": "reserved_version_param.yaml:12: params.pipeline_version: 'pipeline_version' is reserved: the endpoint DAG picks the published version with it; pick another name",
     "script_missing.yaml": "script_missing.yaml:21: steps.train.script: script 'missing.py' not found in source directory '../fixtures/src'",
     "self_reference.yaml": "self_reference.yaml:25: steps.train.inputs.table: a step cannot read its own output",
     "source_dir_absolute.yaml": "source_dir_absolute.yaml:22: steps.train.source_directory: source directory '/etc' is outside the definitions folder",

@@ -124,3 +124,10 @@ def test_parse_input_rejects(text):
 def test_partial_cannot_keep_a_reference_right_after_a_literal_dollar():
     with pytest.raises(RefError, match="literal"):
         substitute("${params.cost}${inputs.x}", {"params.cost": "5$"}, partial=True)
+
+
+def test_an_unknown_run_attribute_names_every_known_one():
+    from airflow_mlpipe.spec.refs import RefError, find_refs
+
+    with pytest.raises(RefError, match=r"run has id, pipeline, step, partition and partitions"):
+        find_refs("${run.nope}")
