@@ -71,6 +71,7 @@ def test_a_reused_step_loads_no_definition_models(airflow_db, tmp_path, monkeypa
     assert out.returncode == 0, out.stderr[-3000:]
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert probe["state"] == "success" and probe["reused"] == {"s1": True, "s2": True}, probe
-    # the reference parser and the value rules (standard library only): no pydantic models (spec.pipeline,
-    # spec.steps, spec.api...)
-    assert probe["spec_modules"] == ["airflow_mlpipe.spec.refs", "airflow_mlpipe.spec.values"], probe["spec_modules"]
+    # the reference parser, the value rules and the naming rules (standard library only): no pydantic models
+    # (spec.pipeline, spec.steps, spec.api...)
+    assert probe["spec_modules"] == ["airflow_mlpipe.spec.names", "airflow_mlpipe.spec.refs",
+                                     "airflow_mlpipe.spec.values"], probe["spec_modules"]
