@@ -48,6 +48,7 @@ class DenyingBackend(BaseSecretsBackend):
         raise AirflowSecretsBackendAccessDenied(f"vault: permission denied reading connections/{conn_id}")
 
 
+@pytest.mark.integration  # two fresh Python processes that each load Airflow and its secrets backends (~15 s)
 @pytest.mark.parametrize("case", ["missing", "denied"])
 def test_a_missing_connection_and_a_denied_one_are_told_apart(tmp_path, airflow_db, case):
     result = _probe(tmp_path, "tests.hooks.test_connection_errors.DenyingBackend" if case == "denied" else None)
