@@ -69,8 +69,9 @@ def schedule_data(spec: Any) -> Any:
     return {"cron": getattr(schedule, "cron", None), "datasets": list(getattr(schedule, "datasets", None) or [])}
 
 
-def _schedule(schedule: Any) -> Any:
-    """null -> None; a cron or preset -> itself; {cron, datasets} -> Assets, or Assets-or-time."""
+def _schedule(schedule: Any, start_date: datetime.datetime | None = None) -> Any:
+    """null -> None; a cron or preset -> itself; {cron, datasets} -> Assets, or Assets-or-time. The cron of
+    Assets-or-time is read in the DAG's time zone (``start_date``'s), as Airflow reads a cron given alone."""
     if schedule is None or isinstance(schedule, str):
         return schedule
     from airflow_mlpipe.assets import dataset_asset
@@ -86,7 +87,21 @@ def _schedule(schedule: Any) -> Any:
         return condition
     from airflow_mlpipe.compat import AssetOrTimeSchedule, CronTriggerTimetable
 
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=condition)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone=dag_timezone(start_date)),
+                               assets=condition)
+
+
+def dag_timezone(start_date: datetime.datetime | None) -> Any:
+    """The DAG's time zone as Airflow takes it from ``start_date``: ``"UTC"``, a zone name, or a
+    ``pendulum.FixedTimezone`` for a fixed offset. ``mlpipe compile`` writes the same value."""
+    if start_date is None or start_date.tzinfo is None:
+        return "UTC"
+    import pendulum
+
+    tz = pendulum.instance(start_date).timezone
+    if isinstance(tz, pendulum.FixedTimezone):
+        return "UTC" if tz.offset == 0 else pendulum.FixedTimezone(tz.offset)
+    return tz.name
 
 
 def _start_date(value: Any) -> datetime.datetime:
@@ -147,7 +162,7 @@ def build_from_plan(plan: dict[str, Any]) -> Any:
     kwargs = decode(dict(plan["dag"]))
     kwargs["default_args"] = decode(dict(kwargs["default_args"]))
     kwargs["start_date"] = datetime.datetime.fromisoformat(kwargs["start_date"])
-    dag = DAG(**kwargs, schedule=_schedule(plan["schedule"]), params=_params(plan["params"]))
+    dag = DAG(**kwargs, schedule=_schedule(plan["schedule"], kwargs["start_date"]), params=_params(plan["params"]))
     with dag:
         tasks = {task["name"]: builder_for(task["type"]).create_from(task["data"]) for task in plan["tasks"]}
         for upstream, name in plan["edges"]:

@@ -10,7 +10,7 @@ import pathlib
 import pprint
 from typing import Any
 
-from airflow_mlpipe.factory import dag_kwargs, param_args, schedule_data
+from airflow_mlpipe.factory import dag_kwargs, dag_timezone, param_args, schedule_data
 from airflow_mlpipe.factory.builders import builder_for
 
 
@@ -49,8 +49,18 @@ def _schedule_source(spec: Any) -> tuple[str, set[str]]:
     if not cron:
         return condition, imports
     imports.add("from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable")
-    return (f"AssetOrTimeSchedule(timetable=CronTriggerTimetable({cron!r}, timezone='UTC'), "
+    tz = _timezone_source(dag_kwargs(spec)["start_date"], imports)
+    return (f"AssetOrTimeSchedule(timetable=CronTriggerTimetable({cron!r}, timezone={tz}), "
             f"assets={condition})"), imports
+
+
+def _timezone_source(start_date: Any, imports: set[str]) -> str:
+    """The DAG's time zone (``factory.dag_timezone``, as the factory builds it) as source."""
+    tz = dag_timezone(start_date)
+    if isinstance(tz, str):
+        return repr(tz)
+    imports.add("from pendulum import FixedTimezone")
+    return f"FixedTimezone({tz.offset})"
 
 
 def compile_source(spec: Any, out_dir: str | pathlib.Path | None = None) -> str:

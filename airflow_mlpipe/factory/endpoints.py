@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from airflow_mlpipe.errors import DefinitionError
-from airflow_mlpipe.factory import REGENERATE_DESCRIPTION, param_args
+from airflow_mlpipe.factory import REGENERATE_DESCRIPTION, _start_date, param_args
 from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM, dag_id_for, might_publish
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -93,7 +93,7 @@ def endpoint_dag(anchor: str | pathlib.Path, endpoint: str, folder: str | pathli
         doc_md=f"Published versions: {', '.join(f'{v} ({d})' for v, d in versions.items())}. Default: {default}.\n\n"
         + (default_spec.description or ""),
         schedule=None,
-        start_date=default_spec.start_date,
+        start_date=_start_date(default_spec.start_date),  # as the pipelines' DAGs: naive means UTC
         catchup=False,
         tags=sorted({"mlpipe", "endpoint", *default_spec.tags}),
         params=params,
