@@ -174,11 +174,10 @@ class MlpipeCompareOperator(BaseOperator):
         from airflow_mlpipe.hooks.workspace import MlpipeHook
 
         dag_run = context["dag_run"]
-        conf = dict(dag_run.conf or {})
-        refuse_bad_conf(self, conf)
+        refuse_bad_conf(self, dict(dag_run.conf or {}))
         ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
         pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
-        ws.runs.open_run(pipeline, run_id, resolve.run_doc(dict(context["params"]), conf, context))
+        # the run record exists: the candidate is a register step of this run, which opened it
         upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(self.candidate, self.candidate)) or {}
         model = upstream.get("model")
         if not model:
