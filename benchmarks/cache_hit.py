@@ -260,6 +260,7 @@ def part2_dag_test(runs: int):
 def profile_reused_step(dag) -> list[tuple[str, float]]:
     """Median time of the parts of a reused step's execute, called directly (no Airflow around them)."""
     from airflow_mlpipe.operators import resolve
+    from airflow_mlpipe.operators.steprun import StepRun
     from airflow_mlpipe.workspace.core import Workspace
     from airflow_mlpipe.workspace.snapshot import git_info, snapshot_source
 
@@ -283,8 +284,8 @@ def profile_reused_step(dag) -> list[tuple[str, float]]:
         clock("snapshot (hash + git status)", lambda: snapshot_source(ws.datastore, op.source_directory))
         clock("  of which git status", lambda: git_info(op.source_directory))
         clock("  snapshot without git", lambda: snapshot_source(ws.datastore, op.source_directory, git=False))
-        plan = clock("plan_step (snapshot, env hash, argv, key)", lambda: resolve.plan_step(
-            op, ws, {"ti": TI()}, params, op.pipeline, "bench", {"size": 10}))
+        run = StepRun.outside_airflow(op, ws, "bench", params, context={"ti": TI()})
+        plan = clock("plan_step (snapshot, env hash, argv, key)", lambda run=run: resolve.plan_step(run, {"size": 10}))
         clock("cache lookup (entry + manifests)", lambda key=plan.key: ws.cache.lookup(key))
         clock("write run record", lambda: ws.runs.write_run(op.pipeline, "bench", {"params": params}))
         clock("write step record", lambda: ws.runs.write_step(op.pipeline, "bench", "s1", {"status": "x"}))

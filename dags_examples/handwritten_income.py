@@ -39,16 +39,16 @@ with DAG(
         task_id="train", script="train.py", source_directory=SRC, environment=PLAIN,
         arguments=["--data", "${inputs.data}", "--learning-rate", "0.5", "--epochs", "${params.epochs}",
                    "--model", "${outputs.model}"],
-        inputs={"data": "${steps.prep.outputs.prepared}"}, outputs={"model": {}},
+        inputs={"data": prep.output_ref("prepared")}, outputs={"model": {}},  # prep >> train, written once
     )
     evaluate = MlpipeStepOperator(
         task_id="evaluate", script="evaluate.py", source_directory=SRC, environment=PLAIN,
         arguments=["--data", "${inputs.data}", "--model", "${inputs.model}", "--out", "${outputs.report}"],
-        inputs={"data": "${steps.prep.outputs.prepared}", "model": "${steps.train.outputs.model}"},
+        inputs={"data": prep.output_ref("prepared"), "model": train.output_ref("model")},
         outputs={"report": {}},
     )
     register = MlpipeRegisterModelOperator(
-        task_id="register", model_name="income_handwritten", inputs={"model": "${steps.train.outputs.model}"},
+        task_id="register", model_name="income_handwritten", inputs={"model": train.output_ref("model")},
         metrics_from=["evaluate"],
     )
     promote = MlpipeCompareOperator(
@@ -61,5 +61,6 @@ with DAG(
         """Plain TaskFlow glue reading the compare step's XCom."""
         return f"income_handwritten v{decision['model']['version']}: {decision['model']['decision']}"
 
-    wait >> prep >> train >> evaluate >> register >> promote
+    wait >> prep  # the data edges (prep -> train -> evaluate, train -> register) come from output_ref
+    evaluate >> register >> promote  # register reads evaluate's metrics; promote reads register's model
     summary(promote.output)

@@ -34,7 +34,7 @@ from airflow_mlpipe import __version__
 from airflow_mlpipe.factory.builders import builder_for
 from airflow_mlpipe.spec.names import REGENERATE_PARAM, dag_id_for
 
-PLAN_FORMAT = 3  # 2: validated with the definitions-folder rule; 3: params carry mlpipe_type, integer bounds, no control characters
+PLAN_FORMAT = 4  # 2: validated with the definitions-folder rule; 3: params carry mlpipe_type, integer bounds, no control characters; 4: operators take no params_used, param_types, step_task_ids (derived from the DAG)
 REGENERATE_DESCRIPTION = "Recompute every step, ignoring results that could be reused."
 
 

@@ -35,21 +35,8 @@ def _dump(model: Any) -> dict[str, Any]:
     return dict(model)
 
 
-def step_task_ids(spec: Any, names: list[str]) -> dict[str, str]:
-    """Task ids of the steps ``names`` whose task id is not the step name (a partitioned step's merge)."""
-    ids = {}
-    for other in names:
-        task_id = builder_for(spec.steps[other].type).exit_task_id(other)
-        if task_id != other:
-            ids[other] = task_id
-    return ids
-
-
 def _common(spec: Any, name: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"pipeline": dag_id_for(spec)}
-    ids = step_task_ids(spec, spec.upstream(name))
-    if ids:
-        kwargs["step_task_ids"] = ids
     retries, timeout = spec.resolved_retries(name), spec.resolved_timeout(name)
     if retries is not None:
         kwargs["retries"] = retries
@@ -71,10 +58,6 @@ class StepBuilder:
         import importlib
 
         return getattr(importlib.import_module(self.operator_module), self.operator_class)
-
-    def exit_task_id(self, name: str) -> str:
-        """The task whose XCom holds the step's outputs (what ``${steps.NAME.outputs.X}`` reads)."""
-        return name
 
     def kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
         compute_name, target = spec.resolved_compute(name)
@@ -98,8 +81,6 @@ class StepBuilder:
             "environment": environment,
             "compute": compute,
             "allow_reuse": step.allow_reuse,
-            "params_used": spec.params_used(name),
-            "param_types": {p: param.type for p, param in spec.params.items()},
         }
         if step.resources is not None:
             kwargs["compute_resources"] = _dump(step.resources)
@@ -138,12 +119,8 @@ class RegisterModelBuilder(StepBuilder):
             "inputs": dict(step.inputs),
             "metrics_from": list(step.metrics_from),
             "aliases": list(step.aliases),
-            "param_types": {p: param.type for p, param in spec.params.items()},
         }
         kwargs.update(_common(spec, name))
-        ids = step_task_ids(spec, list(step.metrics_from))
-        if ids:
-            kwargs["step_task_ids"] = {**kwargs.get("step_task_ids", {}), **ids}
         return kwargs
 
 
@@ -171,9 +148,6 @@ class BatchScoreBuilder(StepBuilder):
 
     merge_module = "airflow_mlpipe.operators.batch"
     merge_class = "MlpipeMergeOperator"
-
-    def exit_task_id(self, name: str) -> str:
-        return f"{name}.merge"
 
     def partition_kwargs(self, spec: Any, name: str, step: Any) -> dict[str, Any]:
         kwargs = super().kwargs(spec, name, step)

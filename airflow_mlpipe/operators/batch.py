@@ -5,15 +5,14 @@ registers the merged output as one dataset version."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
-from airflow_mlpipe.spec.names import REGENERATE_PARAM
+from airflow_mlpipe.operators.common import fail_fast
+from airflow_mlpipe.operators.steprun import StepResult, StepRun
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -69,16 +68,9 @@ class MlpipeMergeOperator(BaseOperator):
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlpipe.hooks.workspace import MlpipeHook
         from airflow_mlpipe.workspace.cache import cache_key
 
-        dag_run = context["dag_run"]
-        conf = dict(dag_run.conf or {})
-        refuse_bad_conf(self, conf)
-        ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
-        pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
-        regenerate = bool(dict(context["params"]).get(REGENERATE_PARAM, conf.get(REGENERATE_PARAM, False)))
-        started = time.time()
+        run = StepRun.start(self, context, open_run=False)  # the partitions opened the run's record
         parts = list(context["ti"].xcom_pull(task_ids=self.partitioned_task_id,
                                              map_indexes=list(range(self.partitions))) or [])
         if not parts or any(not isinstance(p, dict) for p in parts):
@@ -89,31 +81,28 @@ class MlpipeMergeOperator(BaseOperator):
             "parts": [{name: p["outputs"][name]["digest"] for name in sorted(self.outputs)} for p in parts],
         }
         key = cache_key(components)
-        record = {"step": self.step, "pipeline": pipeline, "run_id": run_id, "cache_key": key,
-                  "partitions": len(parts), "started": started,
-                  "reused_partitions": sum(bool(p.get("reused")) for p in parts)}
-        entry = ws.cache.lookup(key) if self.allow_reuse and not regenerate else None
+        entry = run.ws.cache.lookup(key) if self.allow_reuse and not run.regenerate else None
         if entry is not None:
             outputs, metrics, reused, origin = entry.outputs, entry.metrics, True, entry.run
             self.log.info("merge of %s reused from run %s", self.step, (origin or {}).get("run_id"))
         else:
-            outputs = {name: self._merge(ws, pipeline, run_id, name, parts) for name in sorted(self.outputs)}
+            outputs = {name: self._merge(run, name, parts) for name in sorted(self.outputs)}
             metrics = merge_metrics([p.get("metrics") or {} for p in parts])
-            ws.cache.commit(key, pipeline, self.step, components, outputs, metrics,
-                            {"pipeline": pipeline, "run_id": run_id, "step": self.step})
+            run.ws.cache.commit(key, run.pipeline, self.step, components, outputs, metrics,
+                                {"pipeline": run.pipeline, "run_id": run.run_id, "step": self.step})
             reused, origin = False, None
-        registered = resolve.register_outputs(self, ws, context, outputs, pipeline, run_id)
-        record.update(status="succeeded", reused=reused, reused_from=origin, finished=time.time(),
-                      outputs=outputs, metrics=metrics, registered=registered)
-        ws.runs.write_step(pipeline, run_id, self.step, record)
+        registered = run.register_outputs(self.outputs, outputs)
         self.log.info("merged %d partitions of %s: %s", len(parts), self.step, metrics)
-        return resolve.xcom_value(self.step, reused, key, origin, outputs, metrics, registered, ws)
+        return run.finish(
+            StepResult(self.step, reused, outputs, metrics, registered, cache_key=key, reused_from=origin),
+            partitions=len(parts), reused_partitions=sum(bool(p.get("reused")) for p in parts),
+        )
 
-    def _merge(self, ws: Any, pipeline: str, run_id: str, name: str, parts: list[dict]) -> dict[str, Any]:
+    def _merge(self, run: StepRun, name: str, parts: list[dict]) -> dict[str, Any]:
         from airflow_mlpipe.workspace.manifest import check_output, make_manifest, seal_output
 
-        dest = resolve.destination(self.outputs[name], pipeline, run_id, self.step, name)
-        ds = ws.datastore
+        dest = resolve.destination(self.outputs[name], run.pipeline, run.run_id, self.step, name)
+        ds = run.ws.datastore
         ds.delete_prefix(dest)
         files: dict[str, dict] = {}
         for index, part in enumerate(parts):

@@ -6,14 +6,13 @@ recorded in the run record like any step.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseOperator
 from airflow_mlpipe.errors import DefinitionError
-from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
+from airflow_mlpipe.operators.common import fail_fast
+from airflow_mlpipe.operators.steprun import StepResult, StepRun, wire_inputs
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -29,7 +28,8 @@ class MlpipeRegisterModelOperator(BaseOperator):
     The version records the metrics logged by the ``metrics_from`` steps of this run, the run's params,
     and the lineage: every registered dataset version the run's steps read. Registering content that a
     version already holds returns that version (shown as reused). ``aliases`` are moved unconditionally.
-    A new version emits an event on the model's Asset.
+    A new version emits an event on the model's Asset. ``inputs["model"]`` is a reference like a step's
+    input, or ``train.output_ref("model")`` (which also makes ``train`` this task's upstream).
     """
 
     template_fields: Sequence[str] = ("model_name",)
@@ -42,19 +42,17 @@ class MlpipeRegisterModelOperator(BaseOperator):
         inputs: Mapping[str, str],
         metrics_from: Sequence[str] = (),
         aliases: Sequence[str] = (),
-        step_task_ids: Mapping[str, str] | None = None,
-        param_types: Mapping[str, str] | None = None,
         pipeline: str | None = None,
         mlpipe_conn_id: str = "mlpipe_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
-        self.inputs = dict(inputs)
+        #: step name -> task id of the steps whose outputs ``output_ref`` wired in
+        self.upstream_steps: dict[str, str] = {}
+        self.inputs = wire_inputs(self, inputs)
         self.metrics_from = list(metrics_from)
         self.aliases = list(aliases)
-        self.step_task_ids = dict(step_task_ids or {})
-        self.param_types = dict(param_types or {})
         self.pipeline = pipeline
         self.mlpipe_conn_id = mlpipe_conn_id
         from airflow_mlpipe.assets import model_alias_for
@@ -63,25 +61,21 @@ class MlpipeRegisterModelOperator(BaseOperator):
         self._model_outlet = model_alias_for(model_name)
         self.outlets = [*self.outlets, self._model_outlet]
 
+    @property
+    def step_name(self) -> str:
+        return self.task_id
+
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlpipe.assets import model_asset
-        from airflow_mlpipe.hooks.workspace import MlpipeHook
 
-        dag_run = context["dag_run"]
-        conf = dict(dag_run.conf or {})
-        refuse_bad_conf(self, conf)
-        ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
-        pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
-        params = dict(context["params"])
-        # this task may be the run's first (a hand-written DAG): its step record needs the run's record
-        ws.runs.open_run(pipeline, run_id, resolve.run_doc(params, conf, context))
-        started = time.time()
-        model_input = resolve.resolve_input(self, ws, context, "model", self.inputs["model"], params)
+        # this task may be the run's first (a hand-written DAG): StepRun opens the run's record
+        run = StepRun.start(self, context)
+        ws, pipeline, run_id = run.ws, run.pipeline, run.run_id
+        model_input = run.resolve_input("model", self.inputs["model"])
         metrics: dict[str, Any] = {}
         for step in self.metrics_from:
-            upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(step, step)) or {}
-            metrics.update(upstream.get("metrics") or {})
+            metrics.update(run.upstream_result(step).get("metrics") or {})
         lineage = self._lineage(ws, pipeline, run_id)
         before = set(ws.models.version_numbers(self.model_name))
         version = ws.models.register(
@@ -89,7 +83,7 @@ class MlpipeRegisterModelOperator(BaseOperator):
             model_input["key"],
             description=f"registered by step {self.task_id!r} of pipeline {pipeline!r}",
             producing_run={"pipeline": pipeline, "run_id": run_id, "step": self.task_id},
-            extra={"metrics": metrics, "params": params, "lineage": lineage, "source": model_input["source"]},
+            extra={"metrics": metrics, "params": run.params, "lineage": lineage, "source": model_input["source"]},
         )
         created = version.version not in before
         if created:
@@ -108,13 +102,8 @@ class MlpipeRegisterModelOperator(BaseOperator):
         model = {"name": self.model_name, "version": version.version, "digest": version.digest,
                  "metrics": (stored.extra or {}).get("metrics", metrics)}
         outputs = {"model": {"key": version.key, "uri": version.uri, "digest": version.digest}}
-        ws.runs.write_step(pipeline, run_id, self.task_id, {
-            "step": self.task_id, "pipeline": pipeline, "run_id": run_id, "status": "succeeded",
-            "reused": not created, "started": started, "finished": time.time(), "inputs": {"model": model_input},
-            "outputs": outputs, "metrics": model["metrics"], "model": model, "lineage": lineage,
-        })
-        return {"step": self.task_id, "reused": not created, "outputs": outputs, "metrics": model["metrics"],
-                "model": model, "registered": {}}
+        return run.finish(StepResult(self.task_id, not created, outputs, model["metrics"], model=model),
+                          inputs={"model": model_input}, lineage=lineage)
 
     @staticmethod
     def _lineage(ws: Any, pipeline: str, run_id: str) -> dict[str, Any]:
@@ -147,7 +136,6 @@ class MlpipeCompareOperator(BaseOperator):
         margin: float = 0.0,
         alias: str = "production",
         model_name: str | None = None,
-        step_task_ids: Mapping[str, str] | None = None,
         pipeline: str | None = None,
         mlpipe_conn_id: str = "mlpipe_default",
         **kwargs: Any,
@@ -165,21 +153,19 @@ class MlpipeCompareOperator(BaseOperator):
         self.margin = float(margin)
         self.alias = alias
         self.model_name = model_name
-        self.step_task_ids = dict(step_task_ids or {})
         self.pipeline = pipeline
         self.mlpipe_conn_id = mlpipe_conn_id
 
+    @property
+    def step_name(self) -> str:
+        return self.task_id
+
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlpipe.hooks.workspace import MlpipeHook
-
-        dag_run = context["dag_run"]
-        refuse_bad_conf(self, dict(dag_run.conf or {}))
-        ws = MlpipeHook(self.mlpipe_conn_id).get_workspace()
-        pipeline, run_id = self.pipeline or self.dag_id, dag_run.run_id
         # the run record exists: the candidate is a register step of this run, which opened it
-        upstream = context["ti"].xcom_pull(task_ids=self.step_task_ids.get(self.candidate, self.candidate)) or {}
-        model = upstream.get("model")
+        run = StepRun.start(self, context, open_run=False)
+        ws, pipeline, run_id = run.ws, run.pipeline, run.run_id
+        model = run.upstream_result(self.candidate).get("model")
         if not model:
             raise DefinitionError(f"compare step {self.task_id!r}: step {self.candidate!r} registered no model; "
                                   "make the compare step's candidate a register_model step")
@@ -192,7 +178,7 @@ class MlpipeCompareOperator(BaseOperator):
         if (isinstance(previous, dict) and all(previous.get(k) == v for k, v in same_question.items())
                 and (previous.get("champion_version") == holder or (previous.get("promoted") and holder == version))):
             # the same candidate against the same champion: the earlier decision stands
-            return self._result(ws, pipeline, run_id, model, previous, holder, reused=True)
+            return self._result(run, model, previous, holder, reused=True)
         decision: dict[str, Any] = {
             "model": name, "candidate_version": version, "candidate_value": value, **same_question,
             "champion_version": holder, "champion_value": None, "pipeline": pipeline, "run_id": run_id,
@@ -218,11 +204,9 @@ class MlpipeCompareOperator(BaseOperator):
         ws.models.record_decision(name, version, decision)
         self.log.info("%s %s v%s: %s", "promoted" if decision["promoted"] else "NOT promoted", name, version,
                       decision["reason"])
-        return self._result(ws, pipeline, run_id, model, decision, version if decision["promoted"] else holder,
-                            reused=False)
+        return self._result(run, model, decision, version if decision["promoted"] else holder, reused=False)
 
-    def _result(self, ws: Any, pipeline: str, run_id: str, model: dict, decision: dict, holder: int | None,
-                reused: bool) -> dict:
+    def _result(self, run: StepRun, model: dict, decision: dict, holder: int | None, reused: bool) -> dict:
         if reused:
             self.log.info("decision reused for %s v%s: %s", model["name"], model["version"], decision["reason"])
         metrics = {f"candidate_{self.metric}": decision["candidate_value"]}
@@ -230,12 +214,7 @@ class MlpipeCompareOperator(BaseOperator):
             metrics[f"champion_{self.metric}"] = decision["champion_value"]
         verdict = ("promoted to " if decision["promoted"] else "not promoted to ") + self.alias
         summary = {**model, "alias": self.alias, "alias_holder": holder, "decision": verdict}
-        ws.runs.write_step(pipeline, run_id, self.task_id, {
-            "step": self.task_id, "pipeline": pipeline, "run_id": run_id, "status": "succeeded",
-            "reused": reused, "finished": time.time(), "decision": decision, "metrics": metrics, "model": summary,
-        })
-        return {"step": self.task_id, "reused": reused, "outputs": {}, "metrics": metrics,
-                "model": summary, "decision": decision, "registered": {}}
+        return run.finish(StepResult(self.task_id, reused, {}, metrics, model=summary, decision=decision))
 
     def _metric(self, metrics: Mapping[str, Any], what: str) -> float:
         values = _numeric(metrics)

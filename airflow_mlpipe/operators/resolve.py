@@ -1,22 +1,19 @@
-"""What the step operator does before and after the script runs: resolve params and inputs, build the
-cache key, check and register outputs. Kept apart from the operator class so it reads top-down."""
+"""The python step's own planning, on a typed ``StepRun`` (``operators/steprun.py``): resolve its params
+and inputs, build its cache key (``plan_step``), its launch request (``step_request``), claim its lease and
+check its outputs. What every step type shares (inputs, registration, the record and XCom) is ``StepRun``."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_mlpipe.errors import (
-    ConfError,
-    DefinitionError,
-    InvalidReferenceError,
-    NotFoundError,
-    StepFailed,
-    WorkspaceError,
-)
+from airflow_mlpipe.errors import ConfError, DefinitionError, StepFailed
+from airflow_mlpipe.operators.steprun import check_workspace_path
 from airflow_mlpipe.spec.names import DEFAULT_DESTINATION
+
+if TYPE_CHECKING:
+    from airflow_mlpipe.operators.steprun import StepRun
 
 
 @dataclasses.dataclass
@@ -50,6 +47,8 @@ def safe_id(run_id: str) -> str:
 
 
 def params_referenced(op: Any) -> list[str]:
+    """The params a step's arguments and inputs reference: part of its cache key (``spec.params_used``
+    finds the same in a definition)."""
     from airflow_mlpipe.spec.refs import find_refs
 
     names: set[str] = set()
@@ -96,146 +95,6 @@ def argv_segments(
     return argv
 
 
-def check_workspace_path(name: str, value: Any) -> str:
-    """A ``path`` param value (or an output destination): its key inside the workspace, never outside it
-    (the rules of ``spec/values.py``, which the trigger and the CLI apply too)."""
-    from airflow_mlpipe.spec.values import workspace_key
-
-    try:
-        return workspace_key(value)
-    except ValueError as exc:
-        raise ConfError(f"param {name!r}: {exc}") from exc
-
-
-def _content_input(ws: Any, key: str, source: str, recorded: str | None = None) -> dict[str, Any] | None:
-    """A committed output used as an input, identified by what its files really hold (None: no manifest).
-
-    If the files still hold what their manifest says: kind ``dir`` and the manifest's digest. If not (a file
-    changed, added or deleted since the commit): kind ``folder`` and the digest of the real files, so the key
-    follows the bytes the step will read. ``recorded`` is the digest the producer recorded: a manifest with
-    another digest (committed again by someone else) is named in ``source``, as is any change."""
-    from airflow_mlpipe.workspace.manifest import check_output, content_manifest
-
-    manifest, problems = check_output(ws.datastore, key)
-    if manifest is None:
-        return None
-    if problems:
-        inp = {"key": key, "kind": "folder", "digest": content_manifest(ws.datastore, key)["digest"]}
-    else:
-        inp = {"key": key, "kind": "dir", "digest": manifest["digest"]}
-    if recorded is not None and manifest["digest"] != recorded:
-        problems = [f"its manifest was rewritten: it holds digest {manifest['digest'][:12]}, "
-                    f"the producer recorded {recorded[:12]}", *problems]
-    return {**inp, "source": f"{source} ({'; '.join(problems)})" if problems else source}
-
-
-def _digest_of_path(ws: Any, key: str, source: str) -> dict[str, Any]:
-    """A workspace path as an input: a committed output (``_content_input``), a file (sha256 of its bytes) or a
-    folder without manifest (kind ``folder``: the digest a manifest of its files would have)."""
-    from airflow_mlpipe.workspace.manifest import content_manifest
-
-    committed = _content_input(ws, key, source)
-    if committed is not None:
-        return committed
-    if ws.datastore.exists(key):
-        return {"key": key, "kind": "file", "digest": hashlib.sha256(ws.datastore.read_bytes(key)).hexdigest(),
-                "source": source}
-    try:
-        digest = content_manifest(ws.datastore, key)["digest"]
-    except NotFoundError as exc:
-        raise NotFoundError(f"nothing at workspace path {key!r} ({ws.datastore.uri_for(key)})") from exc
-    return {"key": key, "kind": "folder", "digest": digest, "source": source}
-
-
-def _version_input(version: Any, source: str) -> dict[str, Any]:
-    return {
-        "key": version.key,
-        "kind": "dir",
-        "digest": version.digest,
-        "source": source,
-        "version": version.version,
-        "name": version.name,
-    }
-
-
-def resolve_input(op: Any, ws: Any, context: Any, name: str, ref: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    from airflow_mlpipe.spec.refs import parse_input
-
-    parsed = parse_input(ref)
-    if parsed.kind == "step_output":
-        step, output = parsed.step, parsed.name
-        # The upstream step's record in the workspace holds its outputs (a local read, cheaper than an
-        # XCom round trip through the API server); its XCom is the fallback.
-        record = ws.runs.get_step(op.pipeline or op.dag_id, context["dag_run"].run_id, step)
-        if record and record.get("status") == "succeeded" and output in (record.get("outputs") or {}):
-            out = record["outputs"][output]
-        else:
-            task_id = op.step_task_ids.get(step, step)
-            upstream = context["ti"].xcom_pull(task_ids=task_id)
-            if not upstream or output not in (upstream.get("outputs") or {}):
-                raise StepFailed(
-                    f"input {name!r} of step {op.task_id!r}: upstream step {step!r} (task {task_id!r}) "
-                    f"left no output {output!r}; did it run in this DAG run?"
-                )
-            out = upstream["outputs"][output]
-        found = _content_input(ws, out["key"], f"{step}.{output}", out["digest"])
-        if found is None:
-            raise StepFailed(
-                f"input {name!r} of step {op.task_id!r}: the output {output!r} of step {step!r} is gone from "
-                f"{ws.datastore.uri_for(out['key'])} (no manifest); run {step!r} again (regenerate_outputs)"
-            )
-        return found
-    if parsed.kind == "param":
-        pname = parsed.name
-        value = params.get(pname)
-        ptype = op.param_types.get(pname, "dataset")
-        from airflow_mlpipe.spec.values import KIND_KEY, is_path_like, value_problem
-
-        problem = value_problem(pname, value, {KIND_KEY: ptype}) if value is not None else (
-            f"param {pname!r} has no value: give a registered dataset or a path inside the workspace")
-        if problem:
-            raise ConfError(f"input {name!r} of step {op.task_id!r}: {problem}")
-        if ptype == "path" or is_path_like(value):
-            key = check_workspace_path(pname, value)
-            try:
-                return _digest_of_path(ws, key, f"params.{pname}={key}")
-            except NotFoundError as exc:
-                raise NotFoundError(f"input {name!r}: {exc}. Change param {pname!r} (its default or the run's "
-                                    "conf) to a path that holds data, or upload the data there") from exc
-        return resolve_registered(ws, name, str(value), f"params.{pname}=")
-    return resolve_registered(ws, name, parsed.raw, "")
-
-
-def resolve_registered(ws: Any, name: str, ref: str, prefix: str) -> dict[str, Any]:
-    """A registered dataset or model version. An unknown or malformed reference is a permanent error whose
-    message says what to change: the param value (``prefix`` names it) or the step's input."""
-    models = ref.startswith("models:/")
-    where = f"param {prefix[len('params.'):-1]!r} (its default or the run's conf)" if prefix else f"input {name!r}"
-    try:
-        version = ws.models.resolve_model_ref(ref) if models else ws.datasets.resolve(ref)
-    except NotFoundError as exc:
-        todo = ("register the model or fix the reference" if models else
-                "give a registered dataset (name, name:N or name:latest) or register it with "
-                "`mlpipe datasets register NAME PATH`")
-        raise NotFoundError(f"input {name!r}: {exc}. Change {where}: {todo}") from exc
-    except InvalidReferenceError as exc:
-        raise InvalidReferenceError(f"input {name!r}: {exc}. Change {where}: a dataset is name, name:N or "
-                                    "name:latest; a model models:/NAME/N or models:/NAME@ALIAS") from exc
-    from airflow_mlpipe.workspace.manifest import check_output
-
-    _, problems = check_output(ws.datastore, version.key, version.digest)
-    if problems:
-        # Refused, not rehashed: a version is immutable, and its digest is what runs, lineage and the
-        # registry's digest index say it holds. Using other bytes under its name would make all of them lie.
-        raise WorkspaceError(  # permanent: no retry brings the registered bytes back
-            f"input {name!r}: {version.kind[:-1]} {version.name!r} version {version.version} "
-            f"({ws.datastore.uri_for(version.key)}) no longer holds what was registered: {'; '.join(problems)}. "
-            "Restore its files, or register the data as a new version and use that",
-            permanent=True,
-        )
-    return _version_input(version, f"{prefix}{ref}")
-
-
 def runtime_identity() -> dict[str, str]:
     """The provider's version and the digest of the runtime shipped into the step (once per process)."""
     from airflow_mlpipe import __version__
@@ -271,26 +130,26 @@ def check_script(op: Any, snapshot: Any) -> None:
     )
 
 
-def plan_step(op: Any, ws: Any, context: Any, params: Mapping[str, Any], pipeline: str, run_id: str,
-              used_values: Mapping[str, Any], *, regenerate: bool = False) -> StepPlan:
+def plan_step(run: StepRun, used_values: Mapping[str, Any]) -> StepPlan:
     """Resolve inputs and arguments and build the cache key (docs/reuse.md "Key components"). The compute
     target is built here: it describes the environment as it really is (``identity``) and runs the step."""
     from airflow_mlpipe.compute import get_target
     from airflow_mlpipe.workspace.cache import cache_key
 
-    for pname, ptype in op.param_types.items():
-        if ptype == "path" and pname in params and params[pname] is not None:
-            check_workspace_path(pname, params[pname])
-    inputs = {name: resolve_input(op, ws, context, name, ref, params) for name, ref in sorted(op.inputs.items())}
+    op, params, pipeline, run_id = run.op, run.params, run.pipeline, run.run_id
+    for pname, value in params.items():
+        if value is not None and run.param_kind(pname) == "path":
+            check_workspace_path(pname, value)
+    inputs = {name: run.resolve_input(name, ref) for name, ref in sorted(op.inputs.items())}
     # git info: only if it runs; a forced recomputation rehashes every file (DESIGN.md section 5)
-    snapshot = ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False,
-                           trust_cache=not regenerate and op.allow_reuse)
+    snapshot = run.ws.snapshot(op.source_directory, hash_paths=op.hash_paths, git=False,
+                               trust_cache=not run.regenerate and op.allow_reuse)
     check_script(op, snapshot)
     target = get_target(op.compute.get("type", "local"), op.compute)
     identity = target.identity(environment_request(op), lambda line: op.log.info("%s", line))
-    run = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
-           "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}
-    argv = argv_segments(op.arguments, params, run, set(op.inputs), set(op.outputs))
+    run_values = {"id": run_id, "pipeline": pipeline, "step": op.step_name,
+                  "partition": str(op.partition or 0), "partitions": str(op.partitions or 1)}
+    argv = argv_segments(op.arguments, params, run_values, set(op.inputs), set(op.outputs))
     outputs = {}
     for oname, cfg in sorted(op.outputs.items()):
         key = destination(cfg, pipeline, run_id, op.step_name, oname)
@@ -334,60 +193,6 @@ def checked_outputs(ws: Any, plan: StepPlan, result: Mapping[str, Any]) -> dict[
             "files": len(manifest.get("files", {})),
         }
     return checked
-
-
-def register_outputs(op: Any, ws: Any, context: Any, outputs: Mapping[str, Any], pipeline: str,
-                     run_id: str) -> dict[str, int]:
-    from airflow_mlpipe.assets import dataset_alias, dataset_asset
-
-    registered: dict[str, int] = {}
-    for oname, cfg in op.outputs.items():
-        name = cfg.get("register_as")
-        if not name:
-            continue
-        out = outputs[oname]
-        before = set(ws.datasets.version_numbers(name))
-        version = ws.datasets.register(
-            name,
-            out["key"],
-            description=f"output {oname!r} of step {op.step_name!r} in pipeline {pipeline!r}",
-            producing_run={"pipeline": pipeline, "run_id": run_id, "step": op.step_name, "output": oname,
-                           "key": out["key"]},
-        )
-        registered[name] = version.version
-        if version.version not in before:
-            context["outlet_events"][dataset_alias(name)].add(
-                dataset_asset(name), extra={"version": version.version, "digest": version.digest}
-            )
-            op.log.info("registered dataset %s version %s (%s)", name, version.version, version.digest[:12])
-        else:
-            op.log.info("dataset %s already holds this content as version %s", name, version.version)
-    return registered
-
-
-def run_doc(params: Mapping[str, Any], conf: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    dag_run = context["dag_run"]
-    return {
-        "params": {k: v for k, v in params.items()},
-        "conf": dict(conf),
-        "run_type": str(getattr(getattr(dag_run, "run_type", ""), "value", getattr(dag_run, "run_type", ""))),
-        "logical_date": str(getattr(dag_run, "logical_date", "") or ""),
-        "dag_id": getattr(dag_run, "dag_id", None),
-    }
-
-
-def xcom_value(step: str, reused: bool, key: str, origin: Any, outputs: Mapping[str, Any],
-               metrics: Mapping[str, Any], registered: Mapping[str, int], ws: Any) -> dict[str, Any]:
-    return {
-        "step": step,
-        "reused": reused,
-        "cache_key": key,
-        "reused_from": origin,
-        "outputs": {k: {"key": v["key"], "uri": v.get("uri") or ws.datastore.uri_for(v["key"]),
-                        "digest": v["digest"]} for k, v in outputs.items()},
-        "metrics": dict(metrics),
-        "registered": dict(registered),
-    }
 
 
 def _environment_fields(op: Any) -> dict[str, Any]:
@@ -441,11 +246,11 @@ def abort_stale_uploads(ws: Any, plan: StepPlan, log: Any) -> None:
             log.info("aborted %d multipart upload(s) left open under %s by an earlier attempt", aborted, out["key"])
 
 
-def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run_id: str, attempt: int,
-                 held: Mapping[str, Any] | None = None) -> Any:
-    """The launch context (docs/internals.md) and the compute request of one attempt."""
+def step_request(run: StepRun, plan: StepPlan, held: Mapping[str, Any] | None = None) -> Any:
+    """The launch context (docs/internals.md) and the compute request of this attempt."""
     from airflow_mlpipe.compute import StepRequest
 
+    op, ws, pipeline, run_id, attempt = run.op, run.ws, run.pipeline, run.run_id, run.attempt
     prefix = plan.attempt_prefix(attempt)
     context = {
         "format": 1,
@@ -468,7 +273,7 @@ def step_request(op: Any, hook: Any, ws: Any, plan: StepPlan, pipeline: str, run
     if held:
         context["lease"] = {"key": held["key"], "token": held["token"], "ttl": held["ttl"]}
     fields = _environment_fields(op)
-    fields["env"] = {**fields["env"], **hook.step_env()}
+    fields["env"] = {**fields["env"], **run.hook.step_env()}
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     return StepRequest(
         context=context,

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlpipe.compat import BaseOperator
-from airflow_mlpipe.errors import StepFailed
+from airflow_mlpipe.errors import DefinitionError, StepFailed
 from airflow_mlpipe.operators import resolve
-from airflow_mlpipe.operators.common import fail_fast, refuse_bad_conf
-from airflow_mlpipe.spec.names import REGENERATE_PARAM
+from airflow_mlpipe.operators.common import fail_fast
+from airflow_mlpipe.operators.steprun import StepOutputRef, StepResult, StepRun, wire_inputs
 
 if TYPE_CHECKING:
     from airflow_mlpipe.compat import Context
@@ -33,16 +33,17 @@ class MlpipeStepOperator(BaseOperator):
         ``${run.id}``. Jinja renders it first (templated field); our references are resolved after, so a
         value from ``dag_run.conf`` is never rendered twice and is always one argv element.
     :param inputs: name -> reference (``dataset``, ``dataset:3``, ``${params.X}``,
-        ``${steps.S.outputs.O}``, ``models:/NAME@alias``).
+        ``${steps.S.outputs.O}``, ``models:/NAME@alias``), or ``other_step.output_ref("O")``: another step
+        operator's output, which also makes that operator this one's upstream (no ``>>`` to write). A
+        ``${params.X}`` input is a workspace path if the DAG's param X says ``mlpipe_type: path`` (the factory
+        marks it) or its value looks like a path, else a registered dataset. The params a step's arguments
+        and inputs reference are part of its cache key.
     :param outputs: name -> ``{"destination": template, "register_as": dataset name}``.
     :param environment: ``{"python", "requirements", "requirements_file", "image", "env"}``.
     :param compute: ``{"type": "local"|"docker"|"kubernetes", ...}`` (default local).
     :param allow_reuse: reuse an identical earlier run (same script, snapshot, environment, params used and
         input contents). ``regenerate_outputs`` in the run's params or conf forces recomputation.
     :param hash_paths: globs limiting which files of the snapshot enter the cache key.
-    :param params_used: params the step depends on (part of the cache key); default: those referenced.
-    :param param_types: declared type per param (``dataset`` and ``path`` params resolve as inputs).
-    :param step_task_ids: step name -> task id, for ``${steps.S.outputs.O}`` (default: same name).
     :param pipeline: name used in the workspace (default: the dag_id).
     :param env: extra environment variables of the step process (templated).
     :param partition: this task's share of a partitioned step (``${run.partition}``; set by ``.expand``).
@@ -77,9 +78,6 @@ class MlpipeStepOperator(BaseOperator):
         compute: Mapping[str, Any] | None = None,
         allow_reuse: bool = True,
         hash_paths: Sequence[str] | None = None,
-        params_used: Sequence[str] | None = None,
-        param_types: Mapping[str, str] | None = None,
-        step_task_ids: Mapping[str, str] | None = None,
         pipeline: str | None = None,
         env: Mapping[str, str] | None = None,
         compute_resources: Mapping[str, Any] | None = None,
@@ -94,15 +92,14 @@ class MlpipeStepOperator(BaseOperator):
         self.script = script
         self.source_directory = source_directory
         self.arguments = list(arguments)
-        self.inputs = dict(inputs or {})
+        #: step name -> task id of the steps whose outputs ``output_ref`` wired in (see ``StepRun``)
+        self.upstream_steps: dict[str, str] = {}
+        self.inputs = wire_inputs(self, inputs or {})
         self.outputs = {name: dict(cfg or {}) for name, cfg in (outputs or {}).items()}
         self.environment = dict(environment or {})
         self.compute = dict(compute or {"type": "local"})
         self.allow_reuse = allow_reuse
         self.hash_paths = list(hash_paths) if hash_paths else None
-        self.params_used = list(params_used) if params_used is not None else None
-        self.param_types = dict(param_types or {})
-        self.step_task_ids = dict(step_task_ids or {})
         self.pipeline = pipeline
         self.env = dict(env or {})
         self.compute_resources = dict(compute_resources or {})
@@ -128,48 +125,47 @@ class MlpipeStepOperator(BaseOperator):
         """The step's name in the workspace: the task id, plus ``-pN`` for partition N of a mapped step."""
         return self.task_id if self.partition is None else f"{self.task_id}-p{int(self.partition)}"
 
+    def output_ref(self, output: str) -> StepOutputRef:
+        """A reference to this step's output ``output`` for another step's ``inputs``: that step gets this one
+        as its upstream, so a hand-written DAG writes the edge once::
+
+            train = MlpipeStepOperator(task_id="train", ..., inputs={"data": prep.output_ref("table")})
+        """
+        if output not in self.outputs:
+            raise DefinitionError(f"step {self.task_id!r} has no output {output!r} (its outputs: "
+                                  f"{', '.join(sorted(self.outputs)) or 'none'}); declare it in its outputs")
+        from airflow_mlpipe.spec.refs import find_refs
+
+        ref = StepOutputRef(f"${{steps.{self.step_name}.outputs.{output}}}")
+        try:
+            find_refs(ref)
+        except DefinitionError as exc:
+            raise DefinitionError(f"step {self.task_id!r}: its name cannot be referenced by another step ({exc}); "
+                                  "give it a task id of letters, digits, '_' and '-' (not in a task group)") from exc
+        ref.task = self
+        return ref
+
     # ------------------------------------------------------------------ execute
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlpipe.hooks.workspace import MlpipeHook
-
-        dag_run = context["dag_run"]
-        conf = dict(getattr(dag_run, "conf", None) or {})
-        params = dict(context["params"])
-        refuse_bad_conf(self, conf, unknown_keys=self.strict_conf)
-        hook = MlpipeHook(self.mlpipe_conn_id)
-        ws = hook.get_workspace()
-        pipeline = self.pipeline or self.dag_id
-        run_id = dag_run.run_id
-        attempt = int(context["ti"].try_number or 1)
-        regenerate = bool(params.get(REGENERATE_PARAM, conf.get(REGENERATE_PARAM, False)))
-        used = self.params_used if self.params_used is not None else resolve.params_referenced(self)
-        used_values = {name: params.get(name) for name in sorted(used)}
-
-        ws.runs.open_run(pipeline, run_id, resolve.run_doc(params, conf, context))
-        started = time.time()
-        plan = resolve.plan_step(self, ws, context, params, pipeline, run_id, used_values, regenerate=regenerate)
+        run = StepRun.start(self, context, strict_conf=self.strict_conf)
+        used = resolve.params_referenced(self)
+        plan = resolve.plan_step(run, {name: run.params.get(name) for name in sorted(used)})
         self.log.info("step %s: snapshot %s, environment %s", self.step_name, plan.snapshot.sha256[:12], plan.env_hash[:12])
         for name, inp in plan.inputs.items():
             self.log.info("input %s <- %s (digest %s)", name, inp["source"], inp["digest"][:12])
 
-        record = {
-            "step": self.step_name,
-            "pipeline": pipeline,
-            "run_id": run_id,
-            "attempt": attempt,
-            "cache_key": plan.key,
+        facts = {
             "components": plan.components,
             "inputs": plan.inputs,
             "snapshot": {"sha256": plan.snapshot.sha256, "git": plan.snapshot.git},
             "compute": self.compute.get("type", "local"),
-            "started": started,
         }
-        if self.allow_reuse and not regenerate:
-            entry = ws.cache.lookup(plan.key)
+        if self.allow_reuse and not run.regenerate:
+            entry = run.ws.cache.lookup(plan.key)
             if entry is not None:
-                return self._reuse(ws, context, entry, plan, record, pipeline, run_id)
-            reasons = ws.cache.explain(pipeline, self.step_name, plan.components)
+                return self._reuse(run, entry, plan, facts)
+            reasons = run.ws.cache.explain(run.pipeline, self.step_name, plan.components)
         else:
             reasons = ["allow_reuse is false"] if not self.allow_reuse else ["regenerate_outputs requested"]
         for reason in reasons:
@@ -177,47 +173,35 @@ class MlpipeStepOperator(BaseOperator):
         from airflow_mlpipe.runtime.lease import LeaseLost  # a step that runs only: not on the reuse path
         from airflow_mlpipe.workspace.snapshot import git_info
 
-        record["snapshot"]["git"] = git_info(self.source_directory)
-        record.update(status="running", reused=False, rerun_reasons=reasons)
-        held = resolve.claim_step(ws, plan, attempt)  # a newer try of this step makes this one stale
-        resolve.abort_stale_uploads(ws, plan, self.log)
-        ws.runs.write_step(pipeline, run_id, self.step_name, record)
+        facts["snapshot"]["git"] = git_info(self.source_directory)
+        facts["rerun_reasons"] = reasons
+        held = resolve.claim_step(run.ws, plan, run.attempt)  # a newer try of this step makes this one stale
+        resolve.abort_stale_uploads(run.ws, plan, self.log)
+        running = run.record(cache_key=plan.key, status="running", reused=False, **facts)
+        run.write_record(running)
         try:
-            result = self._run(hook, ws, plan, pipeline, run_id, attempt, held)
-            resolve.check_claim(ws, held)  # never commit the cache entry of a stale attempt
+            result = self._run(run, plan, held)
+            resolve.check_claim(run.ws, held)  # never commit the cache entry of a stale attempt
         except LeaseLost:
             raise  # a newer attempt owns the step and its record now: leave both alone
         except BaseException as exc:
-            record.update(status="failed", finished=time.time(), error=str(exc)[-4000:])
-            ws.runs.write_step(pipeline, run_id, self.step_name, record)
+            run.write_record({**running, "status": "failed", "finished": time.time(), "error": str(exc)[-4000:]})
             raise
-        outputs = resolve.checked_outputs(ws, plan, result)
+        outputs = resolve.checked_outputs(run.ws, plan, result)
         metrics = dict(result.get("metrics") or {})
-        ws.cache.commit(
-            plan.key,
-            pipeline,
-            self.step_name,
-            plan.components,
-            outputs,
-            metrics,
-            {"pipeline": pipeline, "run_id": run_id, "step": self.step_name},
-        )
-        registered = resolve.register_outputs(self, ws, context, outputs, pipeline, run_id)
-        record.update(
-            status="succeeded",
-            finished=time.time(),
-            outputs=outputs,
-            metrics=metrics,
+        run.ws.cache.commit(plan.key, run.pipeline, self.step_name, plan.components, outputs, metrics,
+                            {"pipeline": run.pipeline, "run_id": run.run_id, "step": self.step_name})
+        registered = run.register_outputs(self.outputs, outputs)
+        self.log.info("step %s succeeded in %.1fs; metrics %s", self.step_name, time.time() - run.started, metrics)
+        return run.finish(
+            StepResult(self.step_name, False, outputs, metrics, registered, cache_key=plan.key),
+            **facts,
             metric_series=result.get("metric_series") or {},
             params_logged=result.get("params_logged") or {},
             tags=result.get("tags") or {},
-            registered=registered,
         )
-        ws.runs.write_step(pipeline, run_id, self.step_name, record)
-        self.log.info("step %s succeeded in %.1fs; metrics %s", self.step_name, time.time() - started, metrics)
-        return resolve.xcom_value(self.step_name, False, plan.key, None, outputs, metrics, registered, ws)
 
-    def _reuse(self, ws, context, entry, plan, record, pipeline, run_id) -> dict[str, Any]:
+    def _reuse(self, run: StepRun, entry: Any, plan: Any, facts: dict[str, Any]) -> dict[str, Any]:
         origin = entry.run or {}
         self.log.info(
             "step %s reused: cache key %s matches run %s (nothing changed in script, snapshot, "
@@ -226,26 +210,16 @@ class MlpipeStepOperator(BaseOperator):
             plan.key[:12],
             origin.get("run_id"),
         )
-        registered = resolve.register_outputs(self, ws, context, entry.outputs, pipeline, run_id)
-        record.update(
-            status="succeeded",
-            reused=True,
-            reused_from=origin,
-            finished=time.time(),
-            outputs=entry.outputs,
-            metrics=entry.metrics,
-            registered=registered,
-        )
-        ws.runs.write_step(pipeline, run_id, self.step_name, record)
-        return resolve.xcom_value(
-            self.step_name, True, plan.key, origin, entry.outputs, entry.metrics, registered, ws
-        )
+        registered = run.register_outputs(self.outputs, entry.outputs)
+        return run.finish(StepResult(self.step_name, True, entry.outputs, entry.metrics, registered,
+                                     cache_key=plan.key, reused_from=origin), **facts)
 
-    def _run(self, hook, ws, plan, pipeline: str, run_id: str, attempt: int, held: dict) -> dict[str, Any]:
+    def _run(self, run: StepRun, plan: Any, held: dict) -> dict[str, Any]:
         from airflow_mlpipe.compute import get_target
         from airflow_mlpipe.runtime.lease import Heartbeat, LeaseLost
 
-        request = resolve.step_request(self, hook, ws, plan, pipeline, run_id, attempt, held)
+        ws, pipeline, attempt = run.ws, run.pipeline, run.attempt
+        request = resolve.step_request(run, plan, held)
         self._target = plan.target or get_target(self.compute.get("type", "local"), self.compute)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         target = self._target

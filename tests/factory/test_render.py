@@ -67,7 +67,9 @@ def test_quickstart_renders_exactly():
     assert prep.arguments == ["--rows", "${params.rows}", "--seed", "${params.seed}", "--out", "${outputs.table}"]
     assert prep.outputs == {"table": {"destination": "outputs/{pipeline}/{run_id}/{step}/{output}",
                                       "register_as": "quickstart_table"}}
-    assert sorted(prep.params_used) == ["rows", "seed"] and sorted(train.params_used) == ["epochs", "learning_rate"]
+    from airflow_mlpipe.operators.resolve import params_referenced
+
+    assert params_referenced(prep) == ["rows", "seed"] and params_referenced(train) == ["epochs", "learning_rate"]
     assert train.inputs == {"table": "${steps.prep.outputs.table}"}
     assert pathlib.Path(train.source_directory) == EXAMPLES / "src" / "quickstart"
     assert prep.compute["type"] == "local" and prep.environment["requirements"] == []
@@ -117,7 +119,7 @@ def test_every_example_matches_its_definition(path):
 
 
 OPERATOR_FIELDS = ("script", "arguments", "inputs", "outputs", "environment", "compute", "allow_reuse",
-                   "hash_paths", "params_used", "param_types", "pipeline", "compute_resources", "retries",
+                   "hash_paths", "pipeline", "compute_resources", "retries",
                    "execution_timeout", "owner", "doc_md")
 
 

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import use_dags_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+#: one XCom shape for every step type (``operators.steprun.StepResult``; docs/internals.md "Step XCom")
+XCOM_KEYS = {"step", "reused", "cache_key", "reused_from", "outputs", "metrics", "registered", "model", "decision"}
 sys.path.insert(0, str(REPO / "scripts"))
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from airflow_mlpipe.workspace.core import Workspace
-from tests.models.conftest import REPO, run_pipeline
+from tests.models.conftest import REPO, XCOM_KEYS, run_pipeline
 
 
 def _model_version_used(ws: Workspace, run) -> int:
@@ -50,6 +50,7 @@ def test_batch_scoring_follows_the_production_alias_and_keeps_every_row(income_e
     merged = xcoms["score.merge"][1]
     assert merged["metrics"]["rows_scored"] == rows
     assert merged["registered"] == {"income_scores": 2}
+    assert set(merged) == set(partitions[0]) == XCOM_KEYS  # the merge returns what every step returns
     report = xcoms["report"][1]["metrics"]
     assert report["scored_rows"] == report["input_rows"] == rows
     # the merged output is one dataset version holding the 4 partitions' files

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_mlpipe.workspace.core import Workspace
-from tests.models.conftest import run_pipeline
+from tests.models.conftest import XCOM_KEYS, run_pipeline
 
 
 @pytest.mark.integration
@@ -58,3 +58,6 @@ def test_rerun_with_the_same_inputs_reuses_every_step(income_env):
     assert {name: value["reused"] for name, (_, value) in xcoms.items()} == {
         "prep": True, "train": True, "evaluate": True, "register": True, "promote": True,
     }
+    # python steps, register_model and compare: one XCom shape
+    assert {name: set(value) for name, (_, value) in xcoms.items()} == {name: XCOM_KEYS for name in xcoms}
+    assert xcoms["promote"][1]["decision"]["promoted"] is True and xcoms["prep"][1]["decision"] is None

@@ -101,10 +101,12 @@ def pod_of(op, ws, hook, run_id: str = "manual__2026-11-29T10:00:00+00:00"):
 
     from airflow_mlpipe.compute.kubernetes import build_pod
     from airflow_mlpipe.operators import resolve
+    from airflow_mlpipe.operators.steprun import StepRun
 
     params = {"lr": 0.1}
-    plan = resolve.plan_step(op, ws, None, params, op.pipeline, run_id, params)
-    request = resolve.step_request(op, hook, ws, plan, op.pipeline, run_id, 1)
+    run = StepRun.outside_airflow(op, ws, run_id, params, hook=hook)
+    plan = resolve.plan_step(run, params)
+    request = resolve.step_request(run, plan)
     return ApiClient().sanitize_for_serialization(build_pod(request, op.compute)), request
 
 

@@ -1,27 +1,22 @@
-"""How the step operator identifies its inputs (``resolve.resolve_input``): by what their files really hold.
+"""How a step identifies its inputs (``StepRun.resolve_input``): by what their files really hold.
 
-A real step operator (its constructor only stores arguments), a real workspace (a local directory, or moto
-S3 for the ``integration`` variant) and real run records; the only stand-in is the DagRun, of which
-``resolve_input`` reads the ``run_id`` alone.
+A real step operator in a real DAG (its constructor only stores arguments), a real workspace (a local
+directory, or moto S3 for the ``integration`` variant) and real run records; the StepRun is made outside a
+running task (``StepRun.outside_airflow``: no conf check, no Airflow context).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 
 import pytest
 
 from airflow_mlpipe.errors import WorkspaceError
-from airflow_mlpipe.operators.resolve import resolve_input, step_request
+from airflow_mlpipe.operators.resolve import step_request
 from airflow_mlpipe.operators.step import MlpipeStepOperator
+from airflow_mlpipe.operators.steprun import StepRun
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output
 from tests.workspace.conftest import make_tree, overwrite_in_place
-
-
-@dataclasses.dataclass
-class DagRun:
-    run_id: str
 
 
 @pytest.fixture
@@ -30,8 +25,11 @@ def ws(workspace_target):
 
 
 def operator(**inputs: str) -> MlpipeStepOperator:
-    return MlpipeStepOperator(task_id="b", script="b.py", pipeline="p", inputs=inputs,
-                              param_types={"folder": "path"})
+    from airflow.sdk import DAG, Param
+
+    # the factory marks a path param's type in its schema; the step reads it from its DAG
+    with DAG("p", schedule=None, params={"folder": Param(None, type=["null", "string"], mlpipe_type="path")}):
+        return MlpipeStepOperator(task_id="b", script="b.py", inputs=inputs)
 
 
 def real_digest(tmp_path: pathlib.Path, files: dict[str, str]) -> str:
@@ -39,8 +37,7 @@ def real_digest(tmp_path: pathlib.Path, files: dict[str, str]) -> str:
 
 
 def resolve(ws, ref: str, params: dict | None = None) -> dict:
-    op = operator(src=ref)
-    return resolve_input(op, ws, {"dag_run": DagRun("r1")}, "src", ref, params or {})
+    return StepRun.outside_airflow(operator(src=ref), ws, "r1", params).resolve_input("src", ref)
 
 
 def commit_upstream(ws, tmp_path, text: str = "20") -> dict:
@@ -111,5 +108,5 @@ def test_launch_context_carries_the_digest_of_each_input(ws, workspace_target, t
     snapshot = ws.snapshot(make_tree(tmp_path / "src", {"b.py": "pass\n"}), git=False)
     inputs = {"src": resolve(ws, "${steps.a.outputs.out}")}
     plan = StepPlan("p", "r1", "b", snapshot, "e", [], inputs, {}, {"params": {}}, "0" * 64)
-    request = step_request(op, MlpipeHook(), ws, plan, "p", "r1", 1)
+    request = step_request(StepRun.outside_airflow(op, ws, "r1", hook=MlpipeHook()), plan)
     assert request.context["inputs"] == {"src": {"key": "outputs/p/r1/a/out", "kind": "dir", "digest": manifest["digest"]}}
