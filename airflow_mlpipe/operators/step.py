@@ -39,8 +39,11 @@ class MlpipeStepOperator(BaseOperator):
         marks it) or its value looks like a path, else a registered dataset. The params a step's arguments
         and inputs reference are part of its cache key.
     :param outputs: name -> ``{"destination": template, "register_as": dataset name}``.
-    :param environment: ``{"python", "requirements", "requirements_file", "image", "env"}``.
-    :param compute: ``{"type": "local"|"docker"|"kubernetes", ...}`` (default local).
+    :param environment: ``{"python", "requirements", "requirements_file", "image", "env"}``: the fields of
+        an ``environments:`` entry of the YAML format, checked by the same model when the operator is built.
+    :param compute: ``{"type": "local"|"docker"|"kubernetes", ...}`` (default local): the fields of a
+        ``compute:`` entry of the YAML format, checked by the same model when the operator is built
+        (docs/yaml-reference.md), so a misspelt setting is an error, not a silent default.
     :param allow_reuse: reuse an identical earlier run (same script, snapshot, environment, params used and
         input contents). ``regenerate_outputs`` in the run's params or conf forces recomputation.
     :param hash_paths: globs limiting which files of the snapshot enter the cache key.
@@ -89,6 +92,9 @@ class MlpipeStepOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from airflow_mlpipe.operators.settings import check_step_settings
+
+        compute, environment = check_step_settings(self.task_id, compute, environment)
         self.script = script
         self.source_directory = source_directory
         self.arguments = list(arguments)
@@ -97,7 +103,7 @@ class MlpipeStepOperator(BaseOperator):
         self.inputs = wire_inputs(self, inputs or {})
         self.outputs = {name: dict(cfg or {}) for name, cfg in (outputs or {}).items()}
         self.environment = dict(environment or {})
-        self.compute = dict(compute or {"type": "local"})
+        self.compute = dict(compute)
         self.allow_reuse = allow_reuse
         self.hash_paths = list(hash_paths) if hash_paths else None
         self.pipeline = pipeline

@@ -1,5 +1,7 @@
 """A hand-written DAG gets what a YAML pipeline gets, without the factory's help:
 
+- ``compute=`` and ``environment=`` are checked by the models of the YAML format when the operator is built
+  (a misspelt setting is an import error of the DAG file, naming the task and the field);
 - ``other.output_ref("O")`` wires a step's input to another step's output and makes the edge (no ``>>``);
 - a ``${params.X}`` input reads X's type from the DAG's param, and an upstream step is found in the DAG.
 
@@ -19,6 +21,35 @@ from tests.operators.kit import activate, dedent, local_target, run
 
 def step(**kwargs):
     return MlpipeStepOperator(**{"task_id": "train", "script": "train.py", **kwargs})
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"compute": {"type": "docker", "image": "x", "cpu": 2}}, "compute.cpu: unknown setting (did you mean 'cpus'?)"),
+    ({"compute": {"type": "kubernetes", "image": "x", "namespce": "ml"}},
+     "compute.namespce: unknown setting (did you mean 'namespace'?)"),
+    ({"compute": {"type": "gpu"}}, "compute.type: 'gpu' is not a compute type; use one of docker, kubernetes, local"),
+    ({"compute": {"type": "docker", "memory": "lots"}}, "compute.memory: "),
+    ({"compute": {"type": "local", "kill_grace": -1}}, "compute.kill_grace: "),
+    ({"environment": {"requirments": ["pandas"]}}, "environment.requirments: unknown setting (did you mean "
+                                                    "'requirements'?)"),
+    ({"environment": {"requirements": ["--index-url=http://x"]}}, "pip options are not allowed here"),
+    ({"environment": {"env": {"A": ["not", "a", "string"]}}}, "environment.env: value of 'A' must be a string"),
+])
+def test_a_misspelt_or_invalid_setting_is_refused_when_the_operator_is_built(kwargs, expected):
+    with pytest.raises(DefinitionError) as caught:
+        step(**kwargs)
+    message = str(caught.value)
+    assert message.startswith("task 'train': ") and expected in message, message
+    assert "docs/yaml-reference.md" in message
+
+
+def test_valid_settings_are_kept_as_given():
+    """Nothing is filled in (the targets read their defaults): the cache key does not depend on the door."""
+    op = step(compute={"type": "docker", "image": "python:3.12-slim", "cpus": 0.5, "name": "small"},
+              environment={"name": "plain", "python": "python3", "requirements": ["pandas>=2"]})
+    assert op.compute == {"type": "docker", "image": "python:3.12-slim", "cpus": 0.5, "name": "small"}
+    assert op.environment == {"name": "plain", "python": "python3", "requirements": ["pandas>=2"]}
+    assert step().compute == {"type": "local"} and step().environment == {}
 
 
 def test_output_ref_makes_the_edge_and_the_reference():
@@ -113,3 +144,19 @@ def test_a_handwritten_dag_wired_with_output_ref_runs_and_reuses(airflow_db, tmp
     changed = run(DagBag(dag_folder=str(dags), safe_mode=False).dags["wired"])
     assert changed.reused() == {"prep": False, "train": False, "register": False}
     assert changed.xcoms["train"]["metrics"] == {"rows": 4}
+
+
+def test_a_misspelt_setting_is_an_import_error_of_its_dag_file_only(airflow_db, tmp_path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "good.py").write_text(dedent(DAG_FILE))
+    (dags / "typo.py").write_text(dedent(DAG_FILE).replace('dag_id="wired"', 'dag_id="typo"')
+                                  .replace("environment=PLAIN,\n", 'environment=PLAIN, compute={"type": "local", '
+                                           '"kill_grce": 5},\n', 1))
+    bag = DagBag(dag_folder=str(dags), safe_mode=False)
+    assert "wired" in bag.dags and "typo" not in bag.dags
+    (path, error), = bag.import_errors.items()
+    assert path.endswith("typo.py")
+    assert "task 'prep': compute.kill_grce: unknown setting (did you mean 'kill_grace'?)" in error

@@ -2,7 +2,8 @@
 
 Under a real scheduler every task runs in a fresh process that parses its DAG file and imports what the
 operator needs, so a module imported there is paid by every task of every run. A reused step needs the
-workspace, the ``${...}`` reference parser and the value rules, not the pydantic models of the definition format: this
+workspace, the ``${...}`` reference parser, the value rules and the compute models its constructor checks its
+settings with, not the pydantic models of the definition format: this
 runs a reused pipeline under ``dag.test()`` in a new Python process (warm DAG parse from the plan cache,
 then each step's ``execute``) and checks which of our modules it loaded.
 """
@@ -71,7 +72,9 @@ def test_a_reused_step_loads_no_definition_models(airflow_db, tmp_path, monkeypa
     assert out.returncode == 0, out.stderr[-3000:]
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert probe["state"] == "success" and probe["reused"] == {"s1": True, "s2": True}, probe
-    # the reference parser, the value rules and the naming rules (standard library only): no pydantic models
-    # (spec.pipeline, spec.steps, spec.api...)
-    assert probe["spec_modules"] == ["airflow_mlpipe.spec.names", "airflow_mlpipe.spec.refs",
+    # the reference parser, the value rules and the naming rules (standard library only), and the models of
+    # compute targets and environments the operator's constructor checks its settings with (spec.compute,
+    # spec.types: about 15 ms): not the definition models (spec.pipeline, spec.steps, spec.api...)
+    assert probe["spec_modules"] == ["airflow_mlpipe.spec.compute", "airflow_mlpipe.spec.names",
+                                     "airflow_mlpipe.spec.refs", "airflow_mlpipe.spec.types",
                                      "airflow_mlpipe.spec.values"], probe["spec_modules"]
