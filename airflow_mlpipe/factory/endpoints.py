@@ -38,7 +38,7 @@ from airflow_mlpipe.factory import (
 )
 from airflow_mlpipe.spec.names import REGENERATE_PARAM, VERSION_PARAM, dag_id_for, might_publish
 
-ENDPOINT_PLAN_FORMAT = 1
+ENDPOINT_PLAN_FORMAT = 1  # bump when the endpoint plan's shape or meaning changes (as PLAN_FORMAT)
 
 
 def _definition_files(folder: pathlib.Path) -> list[pathlib.Path]:
