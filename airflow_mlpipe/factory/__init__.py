@@ -202,23 +202,30 @@ def _code_digest() -> str:
     return digest
 
 
-def _plan_file(path: pathlib.Path, raw: bytes, root: pathlib.Path | None) -> pathlib.Path:
+def _cache_file(stem: str, parts: list[bytes], plan_format: int) -> pathlib.Path:
+    """Where a plan is kept in ``MLPIPE_CACHE_DIR/plans``: ``stem`` and a key of ``parts`` (what the plan is
+    made from), this package's version, ``plan_format`` and :func:`_code_digest`. Shared by the pipelines' plans
+    and the endpoint DAGs' plans (``factory/endpoints.py``)."""
     key = hashlib.sha256(
-        b"\0".join([raw, str(path).encode(), str(root or "").encode(), __version__.encode(), str(PLAN_FORMAT).encode(),
-                    _code_digest().encode()])
+        b"\0".join([*parts, __version__.encode(), str(plan_format).encode(), _code_digest().encode()])
     )
     root = os.environ.get("MLPIPE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "airflow_mlpipe")
-    return pathlib.Path(root) / "plans" / f"{path.stem}-{key.hexdigest()[:32]}.json"
+    return pathlib.Path(root) / "plans" / f"{stem}-{key.hexdigest()[:32]}.json"
 
 
-def _read_plan(file: pathlib.Path) -> dict[str, Any] | None:
-    """The cached plan, or None: absent, unreadable, another format, or one whose scripts are not all there
-    any more (then the definition is validated again, and the missing script reported with its line)."""
+def _plan_file(path: pathlib.Path, raw: bytes, root: pathlib.Path | None) -> pathlib.Path:
+    """The plan of the definition at ``path`` (its bytes ``raw``) validated with definitions folder ``root``."""
+    return _cache_file(path.stem, [raw, str(path).encode(), str(root or "").encode()], PLAN_FORMAT)
+
+
+def _read_plan(file: pathlib.Path, plan_format: int = PLAN_FORMAT) -> dict[str, Any] | None:
+    """The cached plan, or None: absent, unreadable, another format than ``plan_format``, or one whose scripts
+    are not all there any more (then the definition is validated again, and the missing script reported with its line)."""
     try:
         plan = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+    if not isinstance(plan, dict) or plan.get("format") != plan_format:
         return None
     for task in plan.get("tasks") or []:
         data = task.get("data") if isinstance(task, dict) else None
@@ -240,6 +247,12 @@ def _write_plan(file: pathlib.Path, plan: dict[str, Any]) -> None:
         pass
 
 
+def _root_for(path: pathlib.Path, folder: pathlib.Path) -> pathlib.Path | None:
+    """The definitions folder a definition (resolved ``path``) is validated with: the DAG file's ``folder``
+    when the definition is below it, else None (``load_pipeline``'s default, ``spec.api.definitions_root``)."""
+    return folder if path.is_relative_to(folder) else None
+
+
 def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
     """Build the DAG of ``definition`` (relative to the folder of ``anchor``, usually ``__file__``). Source
     directories must stay inside the anchor's folder (the definition's folder's parent when the definition
@@ -249,7 +262,7 @@ def load_dag(anchor: str | pathlib.Path, definition: str | pathlib.Path) -> Any:
     if not path.is_absolute():
         path = folder / path
     path = path.resolve()
-    root = folder if path.is_relative_to(folder) else None  # None: load_pipeline's default
+    root = _root_for(path, folder)
     try:
         raw = path.read_bytes()
     except OSError:

@@ -85,7 +85,7 @@ def test_a_definition_that_may_publish_the_endpoint_and_cannot_be_read_is_not_ro
     out = runner.invoke(app, ["endpoints", "list", "-d", str(other), "--workspace", ws_uri, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)[0]["default"] == 2
-    assert endpoint_dag(other / "x.py", "income_retrain", other).params["pipeline_version"] is None
+    assert endpoint_dag(other.parent / "x.py", "income_retrain", other).params["pipeline_version"] is None
 
     folder = _definitions_with(tmp_path / "b", {"income_retrain_v3.yaml": BROKEN_VERSION})
     for command in (["endpoints", "list"], ["endpoints", "set-default", "income_retrain", "1"]):
@@ -94,4 +94,4 @@ def test_a_definition_that_may_publish_the_endpoint_and_cannot_be_read_is_not_ro
         assert "income_retrain_v3.yaml" in out.output and "cannot be read" in out.output, out.output
     assert default_override(Workspace.from_uri(ws_uri), "income_retrain") is None  # nothing was set
     with pytest.raises(DefinitionError, match=r"income_retrain_v3\.yaml cannot be read"):
-        endpoint_dag(folder / "x.py", "income_retrain", folder)
+        endpoint_dag(folder.parent / "x.py", "income_retrain", folder)
