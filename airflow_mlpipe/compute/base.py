@@ -46,7 +46,11 @@ class StepRequest:
     """Everything a compute target needs to start one step attempt.
 
     :param context: the launch context (docs/internals.md), passed as ``MLPIPE_CONTEXT``.
-    :param env: extra environment variables (credentials, ``MLPIPE_S3_ENDPOINT_URL``...); never logged.
+    :param env: extra environment variables (``MLPIPE_S3_ENDPOINT_URL``, the environment's ``env``...); never
+        logged.
+    :param credentials: the workspace's secrets as environment variables (``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``): the local and docker targets hand them to the step
+        process; the kubernetes target never writes them into a pod (a pod reads them from a Secret).
     :param python: interpreter for the step (local: base of the venv; containers: the command name).
     :param requirements: pip requirement strings installed into the step's environment (local).
     :param requirements_file: path (on the worker) of a requirements file, installed too (local).
@@ -60,6 +64,7 @@ class StepRequest:
 
     context: dict[str, Any]
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    credentials: dict[str, str] = dataclasses.field(default_factory=dict)
     python: str = "python3"
     requirements: list[str] = dataclasses.field(default_factory=list)
     requirements_file: str | None = None
@@ -81,17 +86,18 @@ class StepRequest:
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
         self.env = {str(k): str(v) for k, v in (self.env or {}).items()}
+        self.credentials = {str(k): str(v) for k, v in (self.credentials or {}).items()}
         self.pipeline = self.pipeline or str(self.context.get("pipeline") or "pipeline")
         self.run_id = self.run_id or str(self.context.get("run_id") or "run")
         self.step = self.step or str(self.context.get("step") or "step")
         self.attempt = self.attempt or int(self.context.get("attempt") or 1)
 
-    def __repr__(self) -> str:  # env holds credentials: never print its values
+    def __repr__(self) -> str:  # env and credentials: never print their values
         return (
             f"StepRequest(pipeline={self.pipeline!r}, run_id={self.run_id!r}, step={self.step!r}, "
             f"attempt={self.attempt}, image={self.image!r}, python={self.python!r}, "
             f"requirements={self.requirements!r}, resources={self.resources!r}, timeout={self.timeout!r}, "
-            f"env_keys={sorted(self.env)!r})"
+            f"env_keys={sorted(self.env)!r}, credential_keys={sorted(self.credentials)!r})"
         )
 
 

@@ -177,9 +177,10 @@ class DockerTarget(ComputeTarget):
         if not request.image:
             raise ComputeSetupError(f"step {request.step!r} runs on docker compute but its environment names no image")
         # the compute entry's ``env`` (DockerCompute.env), then the request's (environment env, workspace
-        # credentials) on top
+        # endpoint) and the workspace credentials on top
         env = {str(k): str(v) for k, v in (self.config.get("env") or {}).items()}
         env.update(request.env)
+        env.update(request.credentials)
         env.update(runtime_env())
         env["MLPIPE_CONTEXT"] = json.dumps(request.context, sort_keys=True)
         env["PYTHONUNBUFFERED"] = "1"

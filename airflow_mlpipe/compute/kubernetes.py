@@ -17,6 +17,11 @@ Config keys: ``namespace`` (default ``default``), ``kubernetes_conn_id``, ``serv
 (default ``nvidia.com/gpu``), ``python``, ``workspace_pvc``, ``startup_timeout`` (s, default 600),
 ``kill_grace`` (s, default 10), ``poll_interval`` (s, default 1), ``keep_pod`` (debugging).
 
+Credentials: the workspace connection's S3 keys (``StepRequest.credentials``) are never written into the pod
+spec (anyone who may read pods would read them). The pod gets them from the Secrets named in
+``env_from_secrets`` (holding ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``), or needs none with a
+``service_account`` bound to a cloud role; with neither, ``build_pod`` refuses the step (ComputeSetupError).
+
 Identity (cache key): the image reference as written (no cluster or registry is asked: pin it with
 ``@sha256:...`` so that it names one image; a tag may move), the python command, the env (values as
 digests), the ``env_from_secrets`` names and ``workspace_pvc``. Resources, placement, namespace,
@@ -103,7 +108,14 @@ def build_pod(request: StepRequest, config: dict[str, Any] | None = None) -> Any
     config = dict(config or {})
     if not request.image:
         raise ComputeSetupError(f"step {request.step!r} runs on kubernetes compute but its environment names no image")
-    env = dict(request.env)
+    env = dict(request.env)  # never request.credentials: a pod spec is readable by whoever may list pods
+    if request.credentials and not (config.get("env_from_secrets") or config.get("service_account")):
+        raise ComputeSetupError(
+            f"step {request.step!r} runs on kubernetes compute and its workspace connection holds S3 credentials "
+            f"({', '.join(sorted(request.credentials))}); a pod never gets them as plain environment values. Put them in "
+            "a Kubernetes Secret (kubectl create secret generic mlpipe-s3 --from-literal=AWS_ACCESS_KEY_ID=... "
+            "--from-literal=AWS_SECRET_ACCESS_KEY=...) and name it in the compute entry's env_from_secrets, or give "
+            "the pod a service_account that may read the bucket (IRSA, workload identity)")
     env.update(runtime_env())
     env["MLPIPE_CONTEXT"] = json.dumps(request.context, sort_keys=True)
     env["PYTHONUNBUFFERED"] = "1"

@@ -125,6 +125,7 @@ class LocalTarget(ComputeTarget):
             env["VIRTUAL_ENV"] = str(self.venv.path)
             env["PATH"] = f"{self.venv.path / 'bin'}{os.pathsep}{env['PATH']}"
         env.update(request.env)
+        env.update(request.credentials)
         env["MLPIPE_CONTEXT"] = json.dumps(request.context, sort_keys=True)
         env["PYTHONPATH"] = str(runtime_dir)
         env["PYTHONUNBUFFERED"] = "1"

@@ -110,20 +110,19 @@ class MlpipeHook(BaseHook):
         return Workspace.from_uri(self.settings["uri"], **self.settings["options"])
 
     def step_env(self) -> dict[str, str]:
-        """Environment variables a step process needs to reach the workspace (S3 credentials, endpoint)."""
+        """Environment variables a step process needs to find the workspace (region, endpoint): no secret."""
+        return self._as_env({"region_name": "AWS_DEFAULT_REGION", "endpoint_url": "MLPIPE_S3_ENDPOINT_URL"})
+
+    def step_credentials(self) -> dict[str, str]:
+        """The workspace's S3 credentials as the environment variables a step process reads (see
+        ``StepRequest.credentials``: a pod never gets them as plain values)."""
+        return self._as_env({"aws_access_key_id": "AWS_ACCESS_KEY_ID",
+                             "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+                             "aws_session_token": "AWS_SESSION_TOKEN"})
+
+    def _as_env(self, mapping: dict[str, str]) -> dict[str, str]:
         opts = self.settings["options"]
-        env: dict[str, str] = {}
-        mapping = {
-            "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-            "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-            "aws_session_token": "AWS_SESSION_TOKEN",
-            "region_name": "AWS_DEFAULT_REGION",
-            "endpoint_url": "MLPIPE_S3_ENDPOINT_URL",
-        }
-        for opt, var in mapping.items():
-            if opts.get(opt):
-                env[var] = str(opts[opt])
-        return env
+        return {var: str(opts[opt]) for opt, var in mapping.items() if opts.get(opt)}
 
     def test_connection(self) -> tuple[bool, str]:
         try:

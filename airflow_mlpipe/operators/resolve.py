@@ -278,6 +278,7 @@ def step_request(run: StepRun, plan: StepPlan, held: Mapping[str, Any] | None = 
     return StepRequest(
         context=context,
         **fields,
+        credentials=run.hook.step_credentials(),
         timeout=timeout,
         pipeline=pipeline,
         run_id=run_id,

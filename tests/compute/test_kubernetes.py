@@ -123,6 +123,36 @@ def test_gpu_pod_with_node_selector_and_tolerations():
     assert {"name": "work", "emptyDir": {}} in spec["volumes"]
 
 
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "s3cr3t-v4lue/xyz",
+               "AWS_SESSION_TOKEN": "session-token-value"}
+
+
+@pytest.mark.parametrize("config", [{"env_from_secrets": ["s3-credentials"]}, {"service_account": "ml-irsa"}])
+def test_workspace_credentials_never_reach_the_pod_spec(config):
+    """The pod reads them from a Secret (or needs none with a service account bound to a cloud role)."""
+    doc = roundtrip(build_pod(gpu_request(credentials=CREDENTIALS), {"image": "x", **config}))
+    text = json.dumps(doc)
+    for name, value in CREDENTIALS.items():
+        assert value not in text, name
+    (container,) = doc["spec"]["containers"]
+    names = {e["name"] for e in container["env"]}
+    assert not names & set(CREDENTIALS) and "MLPIPE_S3_ENDPOINT_URL" in names
+    assert container.get("envFrom") == ([{"secretRef": {"name": "s3-credentials"}}] if "env_from_secrets" in config
+                                        else None)
+
+
+def test_a_pod_without_a_secret_for_the_credentials_is_refused():
+    from airflow_mlpipe.errors import ComputeSetupError
+
+    with pytest.raises(ComputeSetupError, match=r"S3 credentials \(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                                                r"AWS_SESSION_TOKEN\); a pod never gets them as plain environment "
+                                                r"values.*env_from_secrets.*service_account") as caught:
+        build_pod(gpu_request(credentials=CREDENTIALS), {})
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in str(caught.value)
+    assert "s3cr3t" not in repr(gpu_request(credentials=CREDENTIALS))
+    build_pod(gpu_request(), {})  # no credentials (a service account or a PVC workspace): nothing to hide
+
+
 def test_minimal_pod_and_fractional_cpu():
     doc = roundtrip(build_pod(gpu_request(resources={"cpu": 0.5}, timeout=None), {}))
     assert doc["metadata"]["namespace"] == "default"
