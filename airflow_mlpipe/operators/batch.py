@@ -99,22 +99,13 @@ class MlpipeMergeOperator(BaseOperator):
         )
 
     def _merge(self, run: StepRun, name: str, parts: list[dict]) -> dict[str, Any]:
-        from airflow_mlpipe.workspace.manifest import check_output, make_manifest, seal_output
+        from airflow_mlpipe.workspace.manifest import merge_outputs
 
         dest = resolve.destination(self.outputs[name], run.pipeline, run.run_id, self.step, name)
-        ds = run.ws.datastore
-        ds.delete_prefix(dest)
-        files: dict[str, dict] = {}
-        for index, part in enumerate(parts):
-            src = part["outputs"][name]["key"]
-            manifest, problems = check_output(ds, src, part["outputs"][name]["digest"])
-            if problems:
-                raise StepFailed(f"partition {index} of {self.step!r}: output {name!r} at {ds.uri_for(src)} no longer "
-                                 f"holds what the partition committed: {'; '.join(problems)}; run the step again")
-            for path, meta in manifest["files"].items():
-                target = f"p{index:05d}/{path}"
-                ds.copy(f"{src}/{path}", f"{dest}/{target}")
-                files[target] = meta
-        manifest = seal_output(ds, dest, make_manifest(files))  # last: the merged output exists from here on
-        return {"key": dest, "uri": ds.uri_for(dest), "digest": manifest["digest"],
-                "size": manifest.get("size", 0), "files": len(files)}
+        try:
+            manifest = merge_outputs(run.ws.datastore, dest, [(p["outputs"][name]["key"], p["outputs"][name]["digest"])
+                                                               for p in parts])
+        except ValueError as exc:
+            raise StepFailed(f"step {self.step!r}, output {name!r}: {exc}; run the step again") from exc
+        return {"key": dest, "uri": run.ws.datastore.uri_for(dest), "digest": manifest["digest"],
+                "size": manifest.get("size", 0), "files": len(manifest["files"])}

@@ -45,6 +45,7 @@ __all__ = [
     "files_digest",
     "fingerprint_summary",
     "hash_file",
+    "merge_outputs",
     "output_problems",
     "read_manifest",
     "seal_output",
@@ -245,6 +246,28 @@ def seal_output(datastore: Datastore, prefix: str, manifest: dict, fence: Callab
         fence()
     datastore.write_bytes(join_key(prefix, MANIFEST_NAME), json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode() + b"\n")
     return sealed
+
+
+def merge_outputs(datastore: Datastore, dest: str, parts: list[tuple[str, str]]) -> dict:
+    """Merge committed outputs into one output at ``dest``: part N's files under ``pNNNNN/`` (the partitions
+    of a ``batch_score`` step), copied server-side, its manifest written last. ``parts`` is ``[(key, digest
+    the part committed)]``; a part whose files no longer hold what it committed is refused (ValueError naming
+    the part and the change), before anything is written. Returns the merged output's manifest."""
+    checked = []
+    for index, (key, digest) in enumerate(parts):
+        manifest, problems = check_output(datastore, key, digest)
+        if problems or manifest is None:
+            raise ValueError(f"part {index} at {datastore.uri_for(key)} no longer holds what it committed: "
+                             f"{'; '.join(problems) or 'no manifest'}")
+        checked.append((key, manifest))
+    datastore.delete_prefix(dest)
+    files: dict[str, dict] = {}
+    for index, (key, manifest) in enumerate(checked):
+        for path, meta in manifest["files"].items():
+            target = f"p{index:05d}/{path}"
+            datastore.copy(f"{key}/{path}", f"{dest}/{target}")
+            files[target] = meta
+    return seal_output(datastore, dest, make_manifest(files))  # last: the merged output exists from here on
 
 
 def commit_output(

@@ -153,3 +153,24 @@ def test_settled_fingerprints_are_taken_past_the_racy_margin(tmp_path):
     assert time.monotonic() - started < 1.0  # waits at most the margin (plus a busy machine's slack)
     assert fps["a.txt"] is not None and taken - fps["a.txt"][3] > RACY_MARGIN_NS
     assert ds.fingerprints("o") == fps  # nothing changed: the same fingerprints without waiting
+
+
+def test_merge_outputs_puts_each_part_under_its_folder_and_refuses_a_changed_part(datastore, tmp_path):
+    """The merge of a batch_score step's partitions (a workspace function: the operator composes nothing)."""
+    from airflow_mlpipe.workspace.manifest import merge_outputs
+
+    parts = []
+    for index, rows in enumerate(["a,1\n", "b,2\nc,3\n"]):
+        key = f"outputs/p/r/score-p{index}/scores"
+        manifest = commit_output(datastore, make_tree(tmp_path / f"part{index}", {"part.csv": rows}), key)
+        parts.append((key, manifest["digest"]))
+    merged = merge_outputs(datastore, "outputs/p/r/score/scores", parts)
+    assert sorted(merged["files"]) == ["p00000/part.csv", "p00001/part.csv"]
+    assert datastore.read_bytes("outputs/p/r/score/scores/p00001/part.csv") == b"b,2\nc,3\n"
+    assert read_manifest(datastore, "outputs/p/r/score/scores")["digest"] == merged["digest"]
+
+    overwrite_in_place(datastore, "outputs/p/r/score-p1/scores/part.csv", b"b,9\nc,3\n")
+    with pytest.raises(ValueError, match=r"part 1 at .*score-p1/scores no longer holds what it committed: "
+                                         r"file part.csv changed since it was committed"):
+        merge_outputs(datastore, "outputs/p/r/score/again", parts)
+    assert read_manifest(datastore, "outputs/p/r/score/again") is None  # nothing looks complete
