@@ -3,7 +3,7 @@
 Runs on the worker (and imports only the standard library, so it can also be shipped).
 
 - ``runtime_bundle()``: a small deterministic zip of ``airflow_mlpipe/__init__.py``,
-  ``errors.py``, ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime
+  ``errors.py``, ``rules.py``, ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime
   uses (``datastore.py``, ``manifest.py``; ``s3.py`` and ``snapshot.py`` when they import nothing
   beyond the standard library at import time); ``workspace/__init__.py`` is replaced by an empty one if it imports more.
 - ``bootstrap_command()``: ``python3 -u -c "..."`` that decodes the zip from the environment
@@ -37,6 +37,7 @@ RUNTIME_DIR_ENV = "MLPIPE_RUNTIME_DIR"
 MAX_ENV_VALUE = 120_000
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent  # .../airflow_mlpipe
+_TOP_LEVEL = ("__init__.py", "errors.py", "rules.py")  # rules.py: tar extraction for the snapshot (stdlib only)
 _REQUIRED_WORKSPACE = ("datastore.py", "manifest.py")
 _OPTIONAL_WORKSPACE = ("s3.py", "snapshot.py")
 _EMPTY_WORKSPACE_INIT = b'"""Workspace modules shipped with the step runtime (stdlib only)."""\n'
@@ -93,10 +94,7 @@ def _sources() -> dict[str, bytes]:
     """arcname -> content of every file the bundle is made from (read once per process)."""
     with _lock:
         if "sources" not in _cache:
-            sources = {
-                "airflow_mlpipe/__init__.py": (_PACKAGE_DIR / "__init__.py").read_bytes(),
-                "airflow_mlpipe/errors.py": (_PACKAGE_DIR / "errors.py").read_bytes(),
-            }
+            sources = {f"airflow_mlpipe/{name}": (_PACKAGE_DIR / name).read_bytes() for name in _TOP_LEVEL}
             for path in sorted((_PACKAGE_DIR / "runtime").glob("*.py")):
                 sources[f"airflow_mlpipe/runtime/{path.name}"] = path.read_bytes()
             for name in ("__init__.py", *_REQUIRED_WORKSPACE, *_OPTIONAL_WORKSPACE):

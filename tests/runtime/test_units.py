@@ -264,6 +264,29 @@ def test_bootstrap_runs_the_launcher_from_the_zip_in_isolated_mode(plain_python,
     assert base64.b64decode(env[bundle.RUNTIME_ZIP_ENV]) == bundle.runtime_bundle()
 
 
+def test_the_bundle_ships_rules_and_a_step_process_imports_it(plain_python, tmp_path):
+    """rules.py (shared with spec and the workspace) is in the zip, stdlib-only, and importable from the zip
+    alone (``python3 -I``) by the launcher and the script it runs."""
+    names = zipfile.ZipFile(io.BytesIO(bundle.runtime_bundle())).namelist()
+    assert "airflow_mlpipe/rules.py" in names
+    assert bundle.is_stdlib_only(bundle.bundle_files()["airflow_mlpipe/rules.py"])
+    ws = LocalDatastore(str(tmp_path / "ws"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "s.py").write_text(
+        "import sys\nfrom airflow_mlpipe import rules\nfrom airflow_mlpipe.runtime import context\n"
+        "(context.outputs['o'] / 'f').write_text(repr([rules.__file__.endswith('.zip' + '/airflow_mlpipe/rules.py'),"
+        " rules.relative_parts('a/../b'), rules.parse_registry_ref('models:/clf@prod', 'models')[2]]))\n"
+    )
+    ctx = make_context(ws.uri, "s.py", [], outputs={"o": "outputs/p/r1/s/o"})
+    argv = bundle.bootstrap_command(plain_python)
+    argv.insert(1, "-I")
+    env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
+    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.read_bytes("outputs/p/r1/s/o/f") == b"[True, None, 'prod']"
+
+
 def test_stage_runtime_is_reused(tmp_path):
     first = bundle.stage_runtime(tmp_path)
     mtime = (first / "airflow_mlpipe" / "runtime" / "launch.py").stat().st_mtime_ns
