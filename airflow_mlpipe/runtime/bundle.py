@@ -3,9 +3,10 @@
 Runs on the worker (and imports only the standard library, so it can also be shipped).
 
 - ``runtime_bundle()``: a small deterministic zip of ``airflow_mlpipe/__init__.py``,
-  ``errors.py``, ``rules.py``, ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime
-  uses (``datastore.py``, ``manifest.py``; ``s3.py`` and ``snapshot.py`` when they import nothing
-  beyond the standard library at import time); ``workspace/__init__.py`` is replaced by an empty one if it imports more.
+  ``errors.py``, ``rules.py`` (the snapshot is unpacked with its ``extract_tar``),
+  ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime uses (``datastore.py``,
+  ``manifest.py``; ``s3.py`` when it imports nothing beyond the standard library at import time);
+  ``workspace/__init__.py`` is replaced by an empty one if it imports more.
 - ``bootstrap_command()``: ``python3 -u -c "..."`` that decodes the zip from the environment
   variable ``MLPIPE_RUNTIME_ZIP_B64``, puts it on ``sys.path`` (zipimport) and runs
   ``airflow_mlpipe.runtime.launch``: docker and kubernetes steps need an image with python3 only.
@@ -37,9 +38,9 @@ RUNTIME_DIR_ENV = "MLPIPE_RUNTIME_DIR"
 MAX_ENV_VALUE = 120_000
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent  # .../airflow_mlpipe
-_TOP_LEVEL = ("__init__.py", "errors.py", "rules.py")  # rules.py: tar extraction for the snapshot (stdlib only)
+_TOP_LEVEL = ("__init__.py", "errors.py", "rules.py")
 _REQUIRED_WORKSPACE = ("datastore.py", "manifest.py")
-_OPTIONAL_WORKSPACE = ("s3.py", "snapshot.py")
+_OPTIONAL_WORKSPACE = ("s3.py",)
 _EMPTY_WORKSPACE_INIT = b'"""Workspace modules shipped with the step runtime (stdlib only)."""\n'
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 

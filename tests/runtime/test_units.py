@@ -12,6 +12,7 @@ import pathlib
 import stat
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 import pytest
@@ -20,7 +21,12 @@ from airflow_mlpipe.runtime import bundle
 from airflow_mlpipe.runtime.arguments import ArgvError, resolve_argv
 from airflow_mlpipe.runtime.context import StepContext
 from airflow_mlpipe.runtime.launch import Launcher
-from airflow_mlpipe.runtime.materialize import RuntimeStepError, materialise_inputs, prepare_outputs
+from airflow_mlpipe.runtime.materialize import (
+    RuntimeStepError,
+    materialise_inputs,
+    prepare_outputs,
+    unpack_snapshot,
+)
 from airflow_mlpipe.workspace.datastore import LocalDatastore
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_output
 from tests.conftest import scaled
@@ -177,6 +183,32 @@ class FailingUploadDatastore(LocalDatastore):
         items = list(items)
         super().upload_many(items[:1], progress)
         raise OSError("disk full after the first file")
+
+
+def _tar_gz(members: list[tarfile.TarInfo]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info in members:
+            data = b"x" if info.isfile() else None
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def test_snapshot_is_unpacked_with_the_shared_rules(tmp_path):
+    ws = LocalDatastore(str(tmp_path / "ws"))
+    ws.write_bytes("snapshots/ok.tar.gz", _tar_gz([tarfile.TarInfo("main.py"), tarfile.TarInfo("pkg/a.py")]))
+    assert sorted(unpack_snapshot(ws, "snapshots/ok.tar.gz", tmp_path / "work")) == ["main.py", "pkg/a.py"]
+    link = tarfile.TarInfo("pkg/evil")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../../outside"
+    for name, member in {"dotdot": tarfile.TarInfo("../evil.py"), "link": link}.items():
+        ws.write_bytes(f"snapshots/{name}.tar.gz", _tar_gz([tarfile.TarInfo("ok.py"), member]))
+        with pytest.raises(RuntimeStepError, match="cannot unpack the step's source snapshot .* delete it") as refused:
+            unpack_snapshot(ws, f"snapshots/{name}.tar.gz", tmp_path / name)
+        assert repr(member.name) in str(refused.value)
+        assert list((tmp_path / name).iterdir()) == []
+    assert not (tmp_path / "evil.py").exists()
 
 
 def test_upload_failure_leaves_no_manifest_and_a_failed_result(tmp_path, monkeypatch):
