@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from airflow_mlpipe.errors import ConflictError, InvalidReferenceError, NotFoundError
+from airflow_mlpipe.rules import is_plain_segment
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
 from airflow_mlpipe.workspace.manifest import (
     build_manifest,
@@ -46,7 +47,7 @@ MAX_CAS_ATTEMPTS = 100
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or not is_plain_segment(name):
         raise InvalidReferenceError(f"invalid {what} {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
