@@ -141,7 +141,13 @@ _URI_RE = re.compile(rf"([a-z]+):/({NAME_PATTERN})(?:/([0-9]+)|@({ALIAS_PATTERN}
 
 
 class RefSyntaxError(ValueError):
-    """A registry reference does not follow the grammar (the message says which part and what is expected)."""
+    """A registry reference does not follow the grammar. ``detail`` says what is expected (callers put it
+    after their own "invalid dataset reference 'x': ")."""
+
+    def __init__(self, ref: object, detail: str):
+        super().__init__(f"invalid reference {ref!r}: {detail}")
+        self.ref = ref
+        self.detail = detail
 
 
 class RegistryRef(NamedTuple):
@@ -158,7 +164,7 @@ def _version(text: str | None, ref: str) -> int | str | None:
     if text is None or text == "latest":
         return text
     if int(text) < 1:
-        raise RefSyntaxError(f"invalid reference {ref!r}: versions start at 1")
+        raise RefSyntaxError(ref, "versions start at 1")
     return int(text)
 
 
@@ -167,19 +173,17 @@ def parse_name_version(text: str) -> RegistryRef:
     m = _NAME_VERSION_RE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise RefSyntaxError(
-            f"invalid reference {text!r}: expected NAME, NAME:VERSION or NAME:latest "
-            "(NAME: letters, digits, '_', '.', '-', not starting with '.' or '-'; at most 200 characters)"
+            text, "expected NAME, NAME:VERSION or NAME:latest (NAME: letters, digits, '_', '.', '-'; at most 200 characters)"
         )
     return RegistryRef(m.group(1), _version(m.group(2), text), None)
 
 
 def parse_registry_uri(text: str, kind: str) -> RegistryRef:
-    """``<kind>:/NAME`` / ``<kind>:/NAME/3`` / ``<kind>:/NAME@ALIAS`` -> RegistryRef, else RefSyntaxError."""
+    """``<kind>:/NAME/3`` / ``<kind>:/NAME@ALIAS`` -> RegistryRef, else RefSyntaxError. ``<kind>:/NAME``
+    (no version: the latest, to the registry) is accepted too; a pipeline definition refuses it (spec/refs.py)."""
     m = _URI_RE.fullmatch(text) if isinstance(text, str) else None
     if m is None or m.group(1) != kind:
-        raise RefSyntaxError(
-            f"invalid reference {text!r}: expected {kind}:/NAME, {kind}:/NAME/VERSION or {kind}:/NAME@ALIAS"
-        )
+        raise RefSyntaxError(text, f"expected {kind}:/NAME/VERSION or {kind}:/NAME@ALIAS")
     return RegistryRef(m.group(2), _version(m.group(3), text), m.group(4))
 
 
