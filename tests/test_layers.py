@@ -19,7 +19,7 @@ LINT_IMPORTS = pathlib.Path(sys.executable).with_name("lint-imports")
 BREAKERS = {
     "the layers, top to bottom":
         ("client.py", "import airflow_mlpipe.factory  # noqa"),
-    "spec imports no Airflow and nothing of ours but errors":
+    "spec imports no Airflow and nothing of ours but errors and rules":
         ("spec/names.py", "import airflow.models  # noqa"),
     "workspace and runtime import no Airflow and nothing above them":
         ("runtime/context.py", "from airflow_mlpipe.operators import common  # noqa"),
@@ -74,3 +74,14 @@ def test_an_import_that_breaks_a_contract_fails_it(tree, contract):
     report = result.stdout.split("Broken contracts", 1)[1]
     section = report.split(f"{contract}\n", 1)[1]
     assert f"airflow_mlpipe.{module[:-3].replace('/', '.')}" in section, section[:1500]
+
+
+def test_rules_sit_below_spec_runtime_and_workspace(tree):
+    """rules.py (shared by the three, shipped with the runtime) may import errors only: an import of the
+    workspace there breaks the layers."""
+    path = tree / "airflow_mlpipe" / "rules.py"
+    path.write_text(path.read_text() + "\nimport airflow_mlpipe.workspace.datastore  # noqa\n")
+    result = _lint(tree)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the layers, top to bottom BROKEN" in result.stdout, result.stdout
+    assert "airflow_mlpipe.rules -> airflow_mlpipe.workspace.datastore" in result.stdout, result.stdout

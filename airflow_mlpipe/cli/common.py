@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from airflow_mlpipe.rules import RefSyntaxError, parse_name_version
 from airflow_mlpipe.spec.values import did_you_mean  # noqa: F401 - the commands import it from here
 
 if TYPE_CHECKING:
@@ -159,14 +160,26 @@ def epoch(value: Any) -> float | None:
     return None
 
 
-def parse_ref(ref: str, what: str) -> tuple[str, str]:
-    """``NAME`` / ``NAME:VERSION`` / ``NAME:latest`` -> (name, version or 'latest')."""
-    name, sep, version = ref.partition(":")
-    if not name:
-        fail(f"invalid {what} reference {ref!r}: expected NAME or NAME:VERSION")
-    if sep and not (version.isdigit() or version == "latest"):
-        fail(f"invalid {what} version in {ref!r}: expected a number or 'latest', e.g. {name}:3")
-    return name, (version if sep else "latest")
+def parse_ref(ref: str, what: str) -> tuple[str, int | str]:
+    """``NAME`` / ``NAME:VERSION`` / ``NAME:latest`` -> (name, version number or 'latest'): the grammar of
+    ``rules.parse_name_version``, a pipeline definition's."""
+    try:
+        name, version, _ = parse_name_version(ref)
+    except RefSyntaxError as exc:
+        name, sep, _ = ref.partition(":")
+        if sep and _is_name(name):
+            fail(f"invalid {what} version in {ref!r}: expected a number or 'latest' (versions start at 1), "
+                 f"e.g. {name}:3")
+        fail(f"invalid {what} reference {ref!r}: {exc.detail}")
+    return name, (version or "latest")
+
+
+def _is_name(text: str) -> bool:
+    """True if ``text`` is a registry name alone (no version)."""
+    try:
+        return parse_name_version(text).version is None
+    except RefSyntaxError:
+        return False
 
 
 def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:

@@ -3,9 +3,10 @@
 Runs on the worker (and imports only the standard library, so it can also be shipped).
 
 - ``runtime_bundle()``: a small deterministic zip of ``airflow_mlpipe/__init__.py``,
-  ``errors.py``, ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime
-  uses (``datastore.py``, ``manifest.py``; ``s3.py`` and ``snapshot.py`` when they import nothing
-  beyond the standard library at import time); ``workspace/__init__.py`` is replaced by an empty one if it imports more.
+  ``errors.py``, ``rules.py`` (the snapshot is unpacked with its ``extract_tar``),
+  ``airflow_mlpipe/runtime/*.py`` and the stdlib-only workspace modules the runtime uses (``datastore.py``,
+  ``manifest.py``; ``s3.py`` when it imports nothing beyond the standard library at import time);
+  ``workspace/__init__.py`` is replaced by an empty one if it imports more.
 - ``bootstrap_command()``: ``python3 -u -c "..."`` that decodes the zip from the environment
   variable ``MLPIPE_RUNTIME_ZIP_B64``, puts it on ``sys.path`` (zipimport) and runs
   ``airflow_mlpipe.runtime.launch``: docker and kubernetes steps need an image with python3 only.
@@ -37,8 +38,9 @@ RUNTIME_DIR_ENV = "MLPIPE_RUNTIME_DIR"
 MAX_ENV_VALUE = 120_000
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent  # .../airflow_mlpipe
+_TOP_LEVEL = ("__init__.py", "errors.py", "rules.py")
 _REQUIRED_WORKSPACE = ("datastore.py", "manifest.py")
-_OPTIONAL_WORKSPACE = ("s3.py", "snapshot.py")
+_OPTIONAL_WORKSPACE = ("s3.py",)
 _EMPTY_WORKSPACE_INIT = b'"""Workspace modules shipped with the step runtime (stdlib only)."""\n'
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -93,10 +95,7 @@ def _sources() -> dict[str, bytes]:
     """arcname -> content of every file the bundle is made from (read once per process)."""
     with _lock:
         if "sources" not in _cache:
-            sources = {
-                "airflow_mlpipe/__init__.py": (_PACKAGE_DIR / "__init__.py").read_bytes(),
-                "airflow_mlpipe/errors.py": (_PACKAGE_DIR / "errors.py").read_bytes(),
-            }
+            sources = {f"airflow_mlpipe/{name}": (_PACKAGE_DIR / name).read_bytes() for name in _TOP_LEVEL}
             for path in sorted((_PACKAGE_DIR / "runtime").glob("*.py")):
                 sources[f"airflow_mlpipe/runtime/{path.name}"] = path.read_bytes()
             for name in ("__init__.py", *_REQUIRED_WORKSPACE, *_OPTIONAL_WORKSPACE):

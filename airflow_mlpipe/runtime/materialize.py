@@ -15,11 +15,11 @@ import os
 import pathlib
 import posixpath
 import shutil
-import tarfile
 import tempfile
 from typing import Any
 
 from airflow_mlpipe.errors import MlpipeError
+from airflow_mlpipe.rules import ArchiveError, extract_tar
 from airflow_mlpipe.runtime.lease import LeaseLost
 
 MANIFEST_NAME = "_manifest.json"
@@ -49,43 +49,24 @@ def open_workspace(uri: str) -> Any:
 
 
 # -- snapshot ---------------------------------------------------------------------------------
-def unpack_snapshot(datastore: Any, key: str, dest_dir: pathlib.Path) -> None:
-    """Unpack ``snapshots/<sha>.tar.gz`` into ``dest_dir``.
-
-    Uses ``workspace.snapshot.unpack_snapshot`` when that module is importable here (it is shipped
-    only if it needs nothing beyond the standard library), else a local equivalent that refuses
-    absolute paths, ``..`` and links that leave ``dest_dir``.
-    """
-    try:
-        from airflow_mlpipe.workspace.snapshot import unpack_snapshot as workspace_unpack
-    except ImportError:
-        workspace_unpack = None
-    if workspace_unpack is not None:
-        workspace_unpack(datastore, key, dest_dir)
-        return
-    dest_dir.mkdir(parents=True, exist_ok=True)
+def unpack_snapshot(datastore: Any, key: str, dest_dir: pathlib.Path) -> list[str]:
+    """Unpack ``snapshots/<sha>.tar.gz`` into ``dest_dir`` with ``rules.extract_tar`` (shipped in the bundle:
+    regular files and folders only, nothing outside ``dest_dir``). Returns the extracted file names."""
+    where = datastore.uri_for(key)
     with tempfile.TemporaryDirectory(prefix="mlpipe-snap-") as tmp:
-        archive = pathlib.Path(tmp) / "snapshot.tar.gz"
-        datastore.download_file(key, archive)
-        with tarfile.open(archive, "r:*") as tar:
-            members = [_safe_member(m, dest_dir) for m in tar.getmembers()]
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest_dir, members=members, filter="data")
-            else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
-                tar.extractall(dest_dir, members=members)  # noqa: S202 (members checked above)
-
-
-def _safe_member(member: tarfile.TarInfo, dest_dir: pathlib.Path) -> tarfile.TarInfo:
-    name = member.name
-    target = (dest_dir / name).resolve()
-    root = dest_dir.resolve()
-    if name.startswith("/") or (target != root and root not in target.parents):
-        raise RuntimeStepError(f"snapshot member {name!r} would be written outside {dest_dir}")
-    if member.issym() or member.islnk():
-        link = (target.parent / member.linkname).resolve()
-        if member.linkname.startswith("/") or (link != root and root not in link.parents):
-            raise RuntimeStepError(f"snapshot link {name!r} -> {member.linkname!r} leaves the snapshot")
-    return member
+        local = datastore.local_path(key)
+        if local is None or not local.is_file():
+            local = pathlib.Path(tmp) / "snapshot.tar.gz"
+            datastore.download_file(key, local)
+        try:
+            return extract_tar(local, dest_dir)
+        except ArchiveError as exc:
+            raise RuntimeStepError(
+                f"cannot unpack the step's source snapshot {where}: {exc}. It is damaged or was not written by "
+                "airflow_mlpipe: delete it and run the step again (its source is snapshotted again)"
+            ) from exc
+        except OSError as exc:
+            raise RuntimeStepError(f"cannot unpack the step's source snapshot {where} into {dest_dir}: {exc}") from exc
 
 
 # -- inputs -----------------------------------------------------------------------------------

@@ -24,17 +24,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlpipe.errors import DefinitionError
-
-_IDENT = r"[A-Za-z_][A-Za-z0-9_-]*"
-_DATASET = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}"  # types.DATASET_NAME_PATTERN: at most 200 characters
-_EXPR_RE = re.compile(rf"^(params|inputs|outputs|run)\.({_IDENT})$|^steps\.({_IDENT})\.outputs\.({_IDENT})$")
-_DATASET_REF_RE = re.compile(rf"^({_DATASET})(?::([0-9]+|latest))?$")
-_MODEL_REF_RE = re.compile(
-    r"^models:/([A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/([0-9]+)|@([A-Za-z0-9_][A-Za-z0-9_-]*))$"
+from airflow_mlpipe.rules import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    RefSyntaxError,
+    parse_name_version,
+    parse_registry_uri,
 )
 
-#: JSON Schema pattern of a dataset reference string (``name``, ``name:3``, ``name:latest``).
-DATASET_REF_PATTERN = rf"^{_DATASET}(:([0-9]+|latest))?$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_-]*"
+_EXPR_RE = re.compile(rf"^(params|inputs|outputs|run)\.({_IDENT})$|^steps\.({_IDENT})\.outputs\.({_IDENT})$")
+
+#: JSON Schema pattern of a dataset reference string (``name``, ``name:3``, ``name:latest``); the grammar
+#: is rules.py's, shared with the workspace registry.
+DATASET_REF_PATTERN = rf"^{NAME_PATTERN}(:({VERSION_PATTERN}))?$"
 RUN_ATTRIBUTES = ("id", "pipeline", "step", "partition", "partitions")
 KINDS = ("params", "inputs", "outputs", "run", "steps")
 
@@ -205,18 +208,24 @@ def substitute(template: str, resolver: Resolver, *, partial: bool = False) -> s
 
 def parse_dataset_ref(text: str) -> InputRef:
     """``name`` / ``name:3`` / ``name:latest`` -> :class:`InputRef` (kind ``dataset``)."""
-    m = _DATASET_REF_RE.fullmatch(text) if isinstance(text, str) else None  # "$" alone lets "name\n" in
-    if m is None:
-        raise RefError(
-            f"invalid dataset reference {text!r}: expected NAME, NAME:VERSION or NAME:latest "
-            "(NAME: letters, digits, '_', '.', '-'; at most 200 characters)"
-        )
-    version: int | str | None = m.group(2)
-    if version is not None and version != "latest":
-        version = int(version)
-        if version < 1:
-            raise RefError(f"invalid dataset reference {text!r}: versions start at 1")
-    return InputRef("dataset", m.group(1), version=version, raw=text)
+    try:
+        name, version, _ = parse_name_version(text)
+    except RefSyntaxError as exc:
+        raise RefError(f"invalid dataset reference {text!r}: {exc.detail}") from None
+    return InputRef("dataset", name, version=version, raw=text)
+
+
+def _parse_model_ref(text: str) -> InputRef:
+    """``models:/NAME/3`` / ``models:/NAME@ALIAS`` -> :class:`InputRef` (kind ``model``). A definition names
+    the version or the alias: ``models:/NAME`` alone is refused."""
+    expected = "expected models:/NAME/VERSION or models:/NAME@ALIAS"
+    try:
+        name, version, alias = parse_registry_uri(text, "models")
+    except RefSyntaxError as exc:
+        raise RefError(f"invalid model reference {text!r}: {exc.detail}") from None
+    if version is None and alias is None:
+        raise RefError(f"invalid model reference {text!r}: {expected}")
+    return InputRef("model", name, version=version, alias=alias, raw=text)
 
 
 def parse_input(text: str) -> InputRef:
@@ -225,13 +234,7 @@ def parse_input(text: str) -> InputRef:
         raise RefError("an input must be a non-empty string")
     text = text.strip()
     if text.startswith("models:"):
-        m = _MODEL_REF_RE.match(text)
-        if m is None:
-            raise RefError(
-                f"invalid model reference {text!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS"
-            )
-        version = int(m.group(2)) if m.group(2) else None
-        return InputRef("model", m.group(1), version=version, alias=m.group(3), raw=text)
+        return _parse_model_ref(text)
     if "$" in text:
         parts = parse_template(text)
         if len(parts) != 1 or not isinstance(parts[0], Ref):

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
+from airflow_mlpipe.rules import relative_parts
 from airflow_mlpipe.spec.names import (  # public here too (spec.DEFAULT_DESTINATION)
     DEFAULT_DESTINATION,
     DESTINATION_FIELDS,
@@ -33,14 +34,6 @@ from airflow_mlpipe.spec.types import (
 
 #: a problem found by a step's own semantic check: (path below the step, message).
 StepProblem = tuple[tuple[str | int, ...], str]
-
-
-def _relative_parts(value: str) -> list[str] | None:
-    """The '/'-separated parts of a relative path without '..', or None if it is not one."""
-    if not value or value.startswith("/") or value.startswith("\\") or (len(value) > 1 and value[1] == ":"):
-        return None
-    parts = value.replace("\\", "/").split("/")
-    return None if ".." in parts else parts
 
 
 def _inside(path: str, root: str) -> bool:
@@ -91,7 +84,7 @@ class OutputSpec(BaseModel):
                     f"unknown placeholder {{{field}}} in destination: use {{pipeline}}, {{run_id}}, "
                     "{step} and {output}"
                 )
-        if _relative_parts(value) is None:
+        if relative_parts(value) is None:
             raise ValueError(
                 f"destination {value!r} must be a relative path inside the workspace, without '..'"
             )
@@ -193,7 +186,7 @@ class PythonStep(StepBase):
     @field_validator("script")
     @classmethod
     def _check_script(cls, value: str) -> str:
-        parts = _relative_parts(value)
+        parts = relative_parts(value)
         if parts is None or not value.strip():
             raise ValueError(
                 f"script {describe(value)} must be a path relative to source_directory, without '..'"

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
+from airflow_mlpipe.rules import NAME_PATTERN as NAME_PATTERN_OF_REGISTRY
 from airflow_mlpipe.spec.values import describe
 
 #: model config shared by every model of the format: unknown keys are errors.
@@ -20,7 +21,7 @@ STRICT = ConfigDict(extra="forbid", frozen=False, validate_default=False)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,200}$"
-DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
+DATASET_NAME_PATTERN = rf"^{NAME_PATTERN_OF_REGISTRY}$"  # rules.py: the registry's names
 _NAME_RE = re.compile(NAME_PATTERN)
 _PIPELINE_RE = re.compile(PIPELINE_NAME_PATTERN)
 _DATASET_RE = re.compile(DATASET_NAME_PATTERN)

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from airflow_mlpipe.rules import path_parts
 from airflow_mlpipe.spec.names import REGENERATE_PARAM
 
 #: integers a param can carry exactly through JSON, the UI (JavaScript numbers) and the step's argv
@@ -156,7 +157,7 @@ def path_problem(value: str) -> str | None:
     if _URI.match(value):
         return (f"{describe(value)} is a URI: give a path relative to the workspace root, like data/income.csv "
                 "(data elsewhere is registered as a dataset first: mlpipe datasets register)")
-    parts = re.split(r"[\\/]", value)
+    parts = path_parts(value)
     if ".." in parts:
         return f"{describe(value)} contains a '..' segment: a path must stay inside the workspace"
     if len(value.encode("utf-8")) > MAX_PATH_BYTES:
@@ -175,7 +176,7 @@ def workspace_key(value: str) -> str:
     problem = path_problem(value)
     if problem:
         raise ValueError(problem)
-    key = "/".join(p for p in value.replace("\\", "/").split("/") if p not in ("", "."))
+    key = "/".join(p for p in path_parts(value) if p not in ("", "."))
     if not key:
         raise ValueError(f"{describe(value)} names the workspace root, not a path inside it")
     return key

@@ -1,8 +1,8 @@
 """The workspace: datastores (local, S3), dataset and model registries, step cache, run records,
 snapshots. Nothing in ``workspace/`` imports Airflow, and every module imports only the standard
 library at import time (boto3 and pathspec are imported when used): the step runtime ships
-``datastore.py``, ``s3.py``, ``manifest.py`` (and ``snapshot.py`` for ``unpack_snapshot``) into images
-that only have python3. This ``__init__`` imports nothing eagerly, so importing one submodule stays cheap.
+``datastore.py``, ``s3.py`` and ``manifest.py`` into images that only have python3 (it unpacks snapshots
+with ``airflow_mlpipe/rules.py``). This ``__init__`` imports nothing eagerly, so importing one submodule stays cheap.
 
 Public names (loaded on first access): ``Workspace``, ``open_datastore``, ``Datastore``,
 ``LocalDatastore``, ``S3Datastore``, ``VersionedRegistry``, ``Version``, ``StepCache``, ``CacheEntry``,

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
+from airflow_mlpipe.rules import is_plain_segment
 
 __all__ = [
     "Datastore",
@@ -77,7 +78,7 @@ def check_key(key: str) -> str:
     if key.startswith("/") or "\\" in key or "\x00" in key:
         raise ValueError(f"invalid datastore key {key!r}: keys are relative '/'-separated paths")
     for part in key.split("/"):
-        if part in ("", ".", ".."):
+        if not is_plain_segment(part):
             raise ValueError(f"invalid datastore key {key!r}: empty, '.' or '..' segment")
     return key
 

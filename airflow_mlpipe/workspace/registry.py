@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from airflow_mlpipe.errors import ConflictError, InvalidReferenceError, NotFoundError
+from airflow_mlpipe.rules import ALIAS_PATTERN, RefSyntaxError, is_plain_segment, parse_registry_ref
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
 from airflow_mlpipe.workspace.manifest import (
     build_manifest,
@@ -40,13 +41,14 @@ __all__ = ["KINDS", "VersionedRegistry", "Version", "check_name"]
 
 KINDS = ("datasets", "models")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ALIAS = re.compile(ALIAS_PATTERN)  # what a reference can name (rules.py): no '.'
 _WIDTH = 6
 MAX_CLAIM_ATTEMPTS = 200
 MAX_CAS_ATTEMPTS = 100
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or not is_plain_segment(name):
         raise InvalidReferenceError(f"invalid {what} {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
@@ -148,21 +150,18 @@ class VersionedRegistry:
         return f"{self._singular} {name!r} is not registered in {self.datastore.uri}{hint}"
 
     def resolve(self, ref: str) -> Version:
-        """``name`` / ``name:latest`` / ``name:3``, or ``<kind>:/name/3`` / ``<kind>:/name@alias``."""
-        if not isinstance(ref, str) or not ref:
-            raise InvalidReferenceError(f"invalid {self._singular} reference {ref!r}")
-        scheme = f"{self.kind}:/"
-        if ref.startswith(scheme):
-            rest = ref[len(scheme) :]
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                number = self.get_alias(name, alias)
-                if number is None:
-                    raise NotFoundError(f"{self._singular} {name!r} has no alias {alias!r} in {self.datastore.uri}")
-                return self.get(name, number)
-            name, _, version = rest.partition("/")
-            return self.get(name, version or "latest")
-        name, _, version = ref.partition(":")
+        """``name`` / ``name:latest`` / ``name:3``, or ``<kind>:/name`` (the latest) / ``<kind>:/name/3`` /
+        ``<kind>:/name@alias``: the grammar of ``rules.parse_registry_ref`` (a pipeline definition's).
+        InvalidReferenceError when malformed, NotFoundError when the name, version or alias does not exist."""
+        try:
+            name, version, alias = parse_registry_ref(ref, self.kind)
+        except RefSyntaxError as exc:
+            raise InvalidReferenceError(f"invalid {self._singular} reference {ref!r}: {exc.detail}") from None
+        if alias is not None:
+            number = self.get_alias(name, alias)
+            if number is None:
+                raise NotFoundError(f"{self._singular} {name!r} has no alias {alias!r} in {self.datastore.uri}")
+            return self.get(name, number)
         return self.get(name, version or "latest")
 
     def latest_digest(self, name: str) -> str | None:
@@ -317,6 +316,11 @@ class VersionedRegistry:
 
     def set_alias(self, name: str, alias: str, version: int, reason: dict | None = None) -> dict:
         """Point ``alias`` at ``version`` (compare-and-swap, retried); returns the new alias record."""
+        if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+            raise InvalidReferenceError(
+                f"invalid alias {alias!r}: use letters, digits, '_' and '-', not starting with '-' "
+                f"(it is written {self.kind}:/NAME@ALIAS)"
+            )
         self.get(name, version)  # NotFoundError if the version does not exist
         key = self._alias_key(name, alias)
         for attempt in range(MAX_CAS_ATTEMPTS):
@@ -333,7 +337,7 @@ class VersionedRegistry:
         )
 
     def resolve_model_ref(self, ref: str) -> Version:
-        """``models:/NAME/3``, ``models:/NAME/latest``, ``models:/NAME@ALIAS`` (and the ``NAME:3`` forms)."""
+        """``models:/NAME/3``, ``models:/NAME@ALIAS``, ``models:/NAME`` (the latest), and the ``NAME:3`` forms."""
         return self.resolve(ref)
 
     def delete_alias(self, name: str, alias: str) -> None:

@@ -22,6 +22,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
+from airflow_mlpipe.rules import is_plain_segment
 from airflow_mlpipe.workspace.datastore import Datastore
 from airflow_mlpipe.workspace.manifest import now_iso
 from airflow_mlpipe.workspace.registry import check_name
@@ -44,9 +45,9 @@ def safe_id(run_id: str) -> str:
     """``run_id`` as a key segment, injectively (see the module docstring)."""
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"invalid run id {run_id!r}")
-    if run_id in (".", ".."):
-        raise ValueError(f"invalid run id {run_id!r}")
     if len(run_id) <= _READABLE and not _UNSAFE.search(run_id) and not _HASHED.fullmatch(run_id):
+        if not is_plain_segment(run_id):  # kept as it is, it names a folder: never '.' or '..'
+            raise ValueError(f"invalid run id {run_id!r}: '.' and '..' cannot name a run's folder")
         return run_id
     readable = _UNSAFE.sub("_", run_id)[:_READABLE]
     return f"{readable}-x{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"

@@ -27,7 +27,7 @@ a visible change) is hashed but not remembered, so it is hashed again next time.
 Archives are deterministic: sorted members, mtime 0, uid/gid 0, mode 0644, gzip mtime 0.
 
 Imports only the standard library at import time (pathspec when selecting files; ``unpack_snapshot``
-needs nothing else, so the step runtime can use it in a python3-only image).
+needs nothing else). Extraction is ``rules.extract_tar``, which the step runtime uses too.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_mlpipe.errors import DefinitionError, NotFoundError, WorkspaceError
+from airflow_mlpipe.rules import ArchiveError, extract_tar
 from airflow_mlpipe.workspace.datastore import Datastore, check_key
 from airflow_mlpipe.workspace.manifest import hash_file, now_iso
 
@@ -333,24 +334,9 @@ def read_snapshot_files(datastore: Datastore, sha: str) -> dict[str, dict] | Non
     return files if isinstance(files, dict) else None
 
 
-def _safe_members(tar: tarfile.TarFile, dest: pathlib.Path) -> list[tarfile.TarInfo]:
-    """Fallback filter for Pythons without tarfile's 'data' filter: regular files and dirs, inside dest."""
-    members = []
-    root = dest.resolve()
-    for member in tar.getmembers():
-        target = (root / member.name).resolve()
-        if member.name.startswith("/") or (target != root and root not in target.parents):
-            raise WorkspaceError(f"snapshot member {member.name!r} would escape {dest}")
-        if not (member.isfile() or member.isdir()):
-            raise WorkspaceError(f"snapshot member {member.name!r} is not a regular file")
-        member.mode = 0o755 if member.isdir() else 0o644
-        members.append(member)
-    return members
-
-
 def unpack_snapshot(datastore: Datastore, key: str, dest_dir: str | pathlib.Path) -> list[str]:
-    """Extract the snapshot archive ``key`` into ``dest_dir`` (safely: nothing lands outside it).
-    Returns the extracted file names."""
+    """Extract the snapshot archive ``key`` into ``dest_dir`` (``rules.extract_tar``: regular files and
+    folders only, nothing outside it). Returns the extracted file names."""
     check_key(key)
     dest = pathlib.Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -360,14 +346,11 @@ def unpack_snapshot(datastore: Datastore, key: str, dest_dir: str | pathlib.Path
             local = pathlib.Path(scratch, "snapshot.tar.gz")
             datastore.download_file(key, local)
         try:
-            with tarfile.open(local, mode="r:gz") as tar:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(dest, filter="data")
-                    names = [m.name for m in tar.getmembers() if m.isfile()]
-                else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
-                    members = _safe_members(tar, dest)
-                    tar.extractall(dest, members=members)  # noqa: S202 - members checked above
-                    names = [m.name for m in members if m.isfile()]
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise WorkspaceError(f"cannot unpack snapshot {datastore.uri_for(key)}: {exc}") from exc
-    return names
+            return extract_tar(local, dest)
+        except ArchiveError as exc:
+            raise WorkspaceError(
+                f"cannot unpack snapshot {datastore.uri_for(key)}: {exc}. It is damaged or was not written by "
+                "airflow_mlpipe: delete it and the next run of the step snapshots its source again"
+            ) from exc
+        except OSError as exc:
+            raise WorkspaceError(f"cannot unpack snapshot {datastore.uri_for(key)} into {dest}: {exc}") from exc

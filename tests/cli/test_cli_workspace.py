@@ -79,6 +79,8 @@ def test_datasets_list_and_show(runner, ws, ws_dir, tmp_path):
         (["datasets", "show", "iras"], "dataset 'iras' is not registered"),
         (["datasets", "show", "iris:9"], "has no version 9"),
         (["datasets", "show", "iris:x"], "expected a number or 'latest'"),
+        (["datasets", "show", "iris:0"], "versions start at 1"),
+        (["datasets", "show", ".iris"], "invalid dataset reference '.iris': expected NAME"),
         (["datasets", "register", "iris", "/no/such/folder"], "/no/such/folder does not exist"),
         (["datasets", "register", "iris", ".", "--tag", "novalue"], "--tag 'novalue': expected KEY=VALUE"),
         (["datasets", "register", "bad name", "."], "invalid dataset name 'bad name'"),

@@ -30,7 +30,7 @@ def test_bundle_digest_follows_the_runtime_sources_only(tmp_path):
     assert first == bundle.bundle_digest()  # a copy of the same sources: the same version
     (copy / "operators" / "step.py").write_text((copy / "operators" / "step.py").read_text() + "\n# worker-side only\n")
     assert digest_of(tmp_path) == first
-    for rel in ("runtime/context.py", "workspace/manifest.py", "__init__.py"):
+    for rel in ("runtime/context.py", "workspace/manifest.py", "rules.py", "__init__.py"):
         before = digest_of(tmp_path)
         (copy / rel).write_text((copy / rel).read_text() + "\n# changed\n")
         assert digest_of(tmp_path) != before, rel

@@ -12,6 +12,7 @@ import pathlib
 import stat
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 import pytest
@@ -20,7 +21,12 @@ from airflow_mlpipe.runtime import bundle
 from airflow_mlpipe.runtime.arguments import ArgvError, resolve_argv
 from airflow_mlpipe.runtime.context import StepContext
 from airflow_mlpipe.runtime.launch import Launcher
-from airflow_mlpipe.runtime.materialize import RuntimeStepError, materialise_inputs, prepare_outputs
+from airflow_mlpipe.runtime.materialize import (
+    RuntimeStepError,
+    materialise_inputs,
+    prepare_outputs,
+    unpack_snapshot,
+)
 from airflow_mlpipe.workspace.datastore import LocalDatastore
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_output
 from tests.conftest import scaled
@@ -179,6 +185,32 @@ class FailingUploadDatastore(LocalDatastore):
         raise OSError("disk full after the first file")
 
 
+def _tar_gz(members: list[tarfile.TarInfo]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info in members:
+            data = b"x" if info.isfile() else None
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def test_snapshot_is_unpacked_with_the_shared_rules(tmp_path):
+    ws = LocalDatastore(str(tmp_path / "ws"))
+    ws.write_bytes("snapshots/ok.tar.gz", _tar_gz([tarfile.TarInfo("main.py"), tarfile.TarInfo("pkg/a.py")]))
+    assert sorted(unpack_snapshot(ws, "snapshots/ok.tar.gz", tmp_path / "work")) == ["main.py", "pkg/a.py"]
+    link = tarfile.TarInfo("pkg/evil")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../../outside"
+    for name, member in {"dotdot": tarfile.TarInfo("../evil.py"), "link": link}.items():
+        ws.write_bytes(f"snapshots/{name}.tar.gz", _tar_gz([tarfile.TarInfo("ok.py"), member]))
+        with pytest.raises(RuntimeStepError, match="cannot unpack the step's source snapshot .* delete it") as refused:
+            unpack_snapshot(ws, f"snapshots/{name}.tar.gz", tmp_path / name)
+        assert repr(member.name) in str(refused.value)
+        assert list((tmp_path / name).iterdir()) == []
+    assert not (tmp_path / "evil.py").exists()
+
+
 def test_upload_failure_leaves_no_manifest_and_a_failed_result(tmp_path, monkeypatch):
     ds = FailingUploadDatastore(str(tmp_path / "ws"))
     monkeypatch.setattr("airflow_mlpipe.runtime.launch.open_workspace", lambda uri: ds)
@@ -262,6 +294,29 @@ def test_bootstrap_runs_the_launcher_from_the_zip_in_isolated_mode(plain_python,
     assert "True False" in proc.stdout  # the big variable is not passed on to the script's children
     assert ws.read_bytes("outputs/p/r1/s/o/f") == b"hi"
     assert base64.b64decode(env[bundle.RUNTIME_ZIP_ENV]) == bundle.runtime_bundle()
+
+
+def test_the_bundle_ships_rules_and_a_step_process_imports_it(plain_python, tmp_path):
+    """rules.py (shared with spec and the workspace) is in the zip, stdlib-only, and importable from the zip
+    alone (``python3 -I``) by the launcher and the script it runs."""
+    names = zipfile.ZipFile(io.BytesIO(bundle.runtime_bundle())).namelist()
+    assert "airflow_mlpipe/rules.py" in names
+    assert bundle.is_stdlib_only(bundle.bundle_files()["airflow_mlpipe/rules.py"])
+    ws = LocalDatastore(str(tmp_path / "ws"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "s.py").write_text(
+        "import sys\nfrom airflow_mlpipe import rules\nfrom airflow_mlpipe.runtime import context\n"
+        "(context.outputs['o'] / 'f').write_text(repr([rules.__file__.endswith('.zip' + '/airflow_mlpipe/rules.py'),"
+        " rules.relative_parts('a/../b'), rules.parse_registry_ref('models:/clf@prod', 'models')[2]]))\n"
+    )
+    ctx = make_context(ws.uri, "s.py", [], outputs={"o": "outputs/p/r1/s/o"})
+    argv = bundle.bootstrap_command(plain_python)
+    argv.insert(1, "-I")
+    env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
+    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.read_bytes("outputs/p/r1/s/o/f") == b"[True, None, 'prod']"
 
 
 def test_stage_runtime_is_reused(tmp_path):

@@ -114,7 +114,8 @@ def test_parse_input(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "income:0", "income:v2", "models:/clf", "models:/clf/x", "prefix-${params.a}", "${inputs.x}", "a b"],
+    ["", "income:0", "income:v2", "models:/clf", "models:/clf/x", "prefix-${params.a}", "${inputs.x}", "a b",
+     "models:/clf/0", "models:/clf/latest", "models:/clf@pr.od"],
 )
 def test_parse_input_rejects(text):
     with pytest.raises(RefError):

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from airflow_mlpipe.errors import NotFoundError
+from airflow_mlpipe.errors import InvalidReferenceError, NotFoundError
 from airflow_mlpipe.workspace.manifest import build_manifest, commit_output, read_manifest, verify_content
 from airflow_mlpipe.workspace.registry import Version, VersionedRegistry
 from tests.conftest import scaled
@@ -143,6 +144,23 @@ def test_parallel_registrations_processes(workspace, ds_target, tmp_path):
     assert len({v.digest for v in workspace.datasets.list_versions("multi")}) == 8
 
 
+@pytest.mark.parametrize(
+    "ref, problem",
+    [
+        ("income:", "expected NAME, NAME:VERSION or NAME:latest"),  # was the latest version before rules.py
+        (" income", "expected NAME"), ("income ", "expected NAME"), ("income\n", "expected NAME"),
+        ("-income", "expected NAME"), ("income:x", "expected NAME"), ("income:\u0661", "expected NAME"),
+        ("income:0", "versions start at 1"), ("datasets:/income/", "expected datasets:/NAME/VERSION"),
+        ("datasets:/income/latest", "expected datasets:/NAME/VERSION"), ("models:/income/1", "expected NAME"),
+        ("", "expected NAME"), (None, "expected NAME"),
+    ],
+)
+def test_resolve_refuses_what_a_definition_refuses(workspace, tmp_path, ref, problem):
+    workspace.datasets.register("income", make_tree(tmp_path / "d", {"a.csv": "1"}))
+    with pytest.raises(InvalidReferenceError, match=f"invalid dataset reference {re.escape(repr(ref))}: {problem}"):
+        workspace.datasets.resolve(ref)
+
+
 def test_aliases_with_history(workspace, tmp_path):
     models = workspace.models
     for i in range(3):
@@ -163,6 +181,8 @@ def test_aliases_with_history(workspace, tmp_path):
         models.set_alias("clf", "production", 9)
     with pytest.raises(ValueError):
         models.set_alias("clf", "bad/alias", 1)
+    with pytest.raises(InvalidReferenceError, match="models:/NAME@ALIAS"):  # models:/clf@pr.od is refused
+        models.set_alias("clf", "pr.od", 1)
 
 
 def test_concurrent_alias_moves(workspace, tmp_path):

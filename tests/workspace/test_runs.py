@@ -16,6 +16,9 @@ def test_safe_id():
     for bad in ("", "..", "."):
         with pytest.raises(ValueError):
             safe_id(bad)
+    for bad in (".", "..", "step\n", "a/b", ""):  # a name in a key is one plain path segment
+        with pytest.raises(ValueError):
+            output_prefix("p", "r1", bad, "model")
     folder = safe_id("r:1")
     assert output_prefix("p", "r:1", "train", "model") == f"outputs/p/{folder}/train/model"
     assert attempt_prefix("p", "r:1", "train", 2) == f"runs/p/{folder}/steps/train/attempt-2"
