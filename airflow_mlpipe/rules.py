@@ -6,6 +6,8 @@
 - **Safe tar extraction**: :func:`extract_tar` writes regular files and directories inside the destination
   and nothing else; a member with an absolute path, a ``..`` part, a link, a device or a fifo refuses the
   whole archive before anything is written (:class:`ArchiveError`).
+- **Output destinations**: :data:`DEFAULT_DESTINATION` and :func:`fill_destination` (a ``destination``
+  template's placeholders filled in; the workspace checks the key).
 - **Registry references**: :func:`parse_registry_ref` for ``NAME``, ``NAME:3``, ``NAME:latest``,
   ``<kind>:/NAME``, ``<kind>:/NAME/3`` and ``<kind>:/NAME@ALIAS`` (:class:`RefSyntaxError`).
 
@@ -20,17 +22,22 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import tarfile
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # tarfile (and shutil, lzma...) is imported when an archive is extracted, not at parse time
+    import tarfile
 
 __all__ = [
     "ALIAS_PATTERN",
+    "DEFAULT_DESTINATION",
+    "DESTINATION_FIELDS",
     "NAME_PATTERN",
     "VERSION_PATTERN",
     "ArchiveError",
     "RefSyntaxError",
     "RegistryRef",
     "extract_tar",
+    "fill_destination",
     "is_plain_segment",
     "parse_name_version",
     "parse_registry_ref",
@@ -38,6 +45,23 @@ __all__ = [
     "path_parts",
     "relative_parts",
 ]
+
+# -- output destinations ----------------------------------------------------------------------------------
+
+DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
+"""Where a step output is committed in the workspace unless its ``destination`` says otherwise."""
+DESTINATION_FIELDS = ("pipeline", "run_id", "step", "output")
+
+
+def fill_destination(template: str, *, pipeline: str, run_id: str, step: str, output: str) -> str:
+    """``template`` with its placeholders (:data:`DESTINATION_FIELDS`) filled in; ValueError naming the template
+    and the placeholders allowed when it has another one (or a malformed brace)."""
+    try:
+        return template.format(pipeline=pipeline, run_id=run_id, step=step, output=output)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"invalid destination {template!r} ({exc!r}); use only the placeholders "
+                         "{pipeline}, {run_id}, {step} and {output}") from exc
+
 
 # -- relative paths ---------------------------------------------------------------------------------------
 
@@ -98,6 +122,8 @@ def _checked_members(tar: tarfile.TarFile, dest: pathlib.Path) -> list[tarfile.T
 
 
 def _extract_members(tar: tarfile.TarFile, dest: pathlib.Path) -> list[str]:
+    import tarfile
+
     members = _checked_members(tar, dest)
     if hasattr(tarfile, "data_filter"):
         tar.extractall(dest, members=members, filter="data")
@@ -116,6 +142,8 @@ def extract_tar(archive: str | os.PathLike[str] | tarfile.TarFile, dest: str | o
     link already in ``dest``, a symbolic or hard link, a device or a fifo refuses the whole archive with
     :class:`ArchiveError`; so does an archive that cannot be read. Python's ``filter="data"`` is applied
     too when it has one. OSError (a full disk...) propagates as it is."""
+    import tarfile
+
     target = pathlib.Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     try:

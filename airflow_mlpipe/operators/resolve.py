@@ -39,13 +39,6 @@ class StepPlan:
         return f"{self.attempt_prefix(attempt)}/result.json"
 
 
-def safe_id(run_id: str) -> str:
-    """``run_id`` as a workspace key segment (the workspace's own rule; imported lazily: parse time)."""
-    from airflow_mlpipe.workspace.runs import safe_id as workspace_safe_id
-
-    return workspace_safe_id(run_id)
-
-
 def params_referenced(op: Any) -> list[str]:
     """The params a step's arguments and inputs reference: part of its cache key (``spec.params_used``
     finds the same in a definition)."""
@@ -104,14 +97,15 @@ def runtime_identity() -> dict[str, str]:
 
 
 def destination(cfg: Mapping[str, Any], pipeline: str, run_id: str, step: str, output: str) -> str:
-    """The workspace key of an output: its ``destination`` template (placeholders ``{pipeline}``,
-    ``{run_id}``, ``{step}``, ``{output}``) filled in and checked to stay inside the workspace."""
+    """The workspace key of an output (``workspace.runs.output_key``: its ``destination`` template filled in),
+    checked by the workspace path rules too. A bad template is a permanent DefinitionError."""
+    from airflow_mlpipe.workspace.runs import output_key
+
     template = cfg.get("destination") or DEFAULT_DESTINATION
     try:
-        key = template.format(pipeline=pipeline, run_id=safe_id(run_id), step=step, output=output)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise DefinitionError(f"output {output!r} of step {step!r}: invalid destination {template!r} ({exc!r}); "
-                              "use only the placeholders {pipeline}, {run_id}, {step} and {output}") from exc
+        key = output_key(template, pipeline, run_id, step, output)
+    except ValueError as exc:
+        raise DefinitionError(f"output {output!r} of step {step!r}: {exc}") from exc
     return check_workspace_path(f"outputs.{output}.destination", key)
 
 

@@ -7,15 +7,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from airflow_mlpipe.rules import DEFAULT_DESTINATION, DESTINATION_FIELDS  # the output layout rule lives there
+
 REGENERATE_PARAM = "regenerate_outputs"
 """The run switch every pipeline DAG has: recompute every step, ignoring results that could be reused."""
 
 VERSION_PARAM = "pipeline_version"
 """The endpoint DAG's parameter that picks a published version of the pipeline."""
 
-DEFAULT_DESTINATION = "outputs/{pipeline}/{run_id}/{step}/{output}"
-"""Where a step output is committed in the workspace unless its ``destination`` says otherwise."""
-DESTINATION_FIELDS = ("pipeline", "run_id", "step", "output")
+
+__all__ = ["DEFAULT_DESTINATION", "DESTINATION_FIELDS", "REGENERATE_PARAM", "VERSION_PARAM", "dag_id_for",
+           "dataset_uri", "might_publish", "model_uri", "pipeline_dag_id"]
 
 
 def pipeline_dag_id(pipeline: str, version: int | None, published: bool) -> str:

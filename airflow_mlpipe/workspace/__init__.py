@@ -30,6 +30,7 @@ _EXPORTS = {
     "RunStore": "runs",
     "safe_id": "runs",
     "output_prefix": "runs",
+    "output_key": "runs",
     "Snapshot": "snapshot",
     "snapshot_source": "snapshot",
     "unpack_snapshot": "snapshot",

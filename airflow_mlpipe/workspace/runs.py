@@ -22,8 +22,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
-from airflow_mlpipe.rules import is_plain_segment
-from airflow_mlpipe.workspace.datastore import Datastore
+from airflow_mlpipe.rules import DEFAULT_DESTINATION, fill_destination, is_plain_segment
+from airflow_mlpipe.workspace.datastore import Datastore, check_key
 from airflow_mlpipe.workspace.manifest import now_iso
 from airflow_mlpipe.workspace.registry import check_name
 
@@ -31,6 +31,7 @@ __all__ = [
     "DamagedRecordError",
     "RunStore",
     "attempt_prefix",
+    "output_key",
     "output_prefix",
     "run_prefix",
     "safe_id",
@@ -69,10 +70,16 @@ def run_prefix(pipeline: str, run_id: str) -> str:
 
 
 def output_prefix(pipeline: str, run_id: str, step: str, output: str) -> str:
-    return (
-        f"outputs/{check_name(pipeline, 'pipeline name')}/{safe_id(run_id)}/"
-        f"{check_name(step, 'step name')}/{check_name(output, 'output name')}"
-    )
+    """The default key of a step output (``rules.DEFAULT_DESTINATION``)."""
+    return output_key(DEFAULT_DESTINATION, pipeline, run_id, step, output)
+
+
+def output_key(template: str, pipeline: str, run_id: str, step: str, output: str) -> str:
+    """The workspace key of a step output: its ``destination`` template filled in with the checked names and
+    the run's folder (``safe_id``), a valid key. ValueError with the reason (a placeholder not allowed...)."""
+    key = fill_destination(template, pipeline=check_name(pipeline, "pipeline name"), run_id=safe_id(run_id),
+                           step=check_name(step, "step name"), output=check_name(output, "output name"))
+    return check_key("/".join(part for part in key.split("/") if part not in ("", ".")))
 
 
 def attempt_prefix(pipeline: str, run_id: str, step: str, attempt: int) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -67,3 +68,17 @@ def test_concurrent_update_run(workspace):
         t.join()
     run = workspace.runs.get_run("p", "r")
     assert all(run[f"k{i}"] == i for i in range(6))
+
+
+def test_output_key_fills_the_destination_template_with_checked_names():
+    from airflow_mlpipe.rules import DEFAULT_DESTINATION
+    from airflow_mlpipe.workspace.runs import output_key
+
+    assert output_key(DEFAULT_DESTINATION, "p", "r:1", "train", "model") == output_prefix("p", "r:1", "train", "model")
+    assert output_key("models/{pipeline}/./{output}//latest", "p", "r1", "s", "m") == "models/p/m/latest"
+    for template, reason in [("x/{date}", "use only the placeholders"), ("x/{", "use only the placeholders"),
+                             ("../{output}", "invalid datastore key")]:
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            output_key(template, "p", "r1", "s", "m")
+    with pytest.raises(ValueError):
+        output_key(DEFAULT_DESTINATION, "p", "r1", "../s", "m")  # a name is one segment
