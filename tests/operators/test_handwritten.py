@@ -111,6 +111,7 @@ context.log_metric("rows", rows)
 """
 
 
+@pytest.mark.integration  # three dag.test runs with real step processes (about 30 s): out of make test-unit
 def test_a_handwritten_dag_wired_with_output_ref_runs_and_reuses(airflow_db, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
