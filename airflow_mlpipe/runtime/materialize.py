@@ -15,11 +15,10 @@ import os
 import pathlib
 import posixpath
 import shutil
-import tempfile
 from typing import Any
 
 from airflow_mlpipe.errors import MlpipeError
-from airflow_mlpipe.rules import ArchiveError, extract_tar
+from airflow_mlpipe.rules import ArchiveError
 from airflow_mlpipe.runtime.lease import LeaseLost
 
 MANIFEST_NAME = "_manifest.json"
@@ -52,21 +51,18 @@ def open_workspace(uri: str) -> Any:
 def unpack_snapshot(datastore: Any, key: str, dest_dir: pathlib.Path) -> list[str]:
     """Unpack ``snapshots/<sha>.tar.gz`` into ``dest_dir`` with ``rules.extract_tar`` (shipped in the bundle:
     regular files and folders only, nothing outside ``dest_dir``). Returns the extracted file names."""
+    from airflow_mlpipe.workspace.datastore import extract_archive
+
     where = datastore.uri_for(key)
-    with tempfile.TemporaryDirectory(prefix="mlpipe-snap-") as tmp:
-        local = datastore.local_path(key)
-        if local is None or not local.is_file():
-            local = pathlib.Path(tmp) / "snapshot.tar.gz"
-            datastore.download_file(key, local)
-        try:
-            return extract_tar(local, dest_dir)
-        except ArchiveError as exc:
-            raise RuntimeStepError(
-                f"cannot unpack the step's source snapshot {where}: {exc}. It is damaged or was not written by "
-                "airflow_mlpipe: delete it and run the step again (its source is snapshotted again)"
-            ) from exc
-        except OSError as exc:
-            raise RuntimeStepError(f"cannot unpack the step's source snapshot {where} into {dest_dir}: {exc}") from exc
+    try:
+        return extract_archive(datastore, key, dest_dir)
+    except ArchiveError as exc:
+        raise RuntimeStepError(
+            f"cannot unpack the step's source snapshot {where}: {exc}. It is damaged or was not written by "
+            "airflow_mlpipe: delete it and run the step again (its source is snapshotted again)"
+        ) from exc
+    except OSError as exc:
+        raise RuntimeStepError(f"cannot unpack the step's source snapshot {where} into {dest_dir}: {exc}") from exc
 
 
 # -- inputs -----------------------------------------------------------------------------------

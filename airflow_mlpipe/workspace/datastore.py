@@ -246,6 +246,23 @@ class Datastore(abc.ABC):
 # --------------------------------------------------------------------------------------------- local
 
 
+def extract_archive(datastore: Datastore, key: str, dest: str | pathlib.Path) -> list[str]:
+    """Extract the tar archive at ``key`` into ``dest`` with ``rules.extract_tar`` (regular files and folders
+    only, nothing outside ``dest``): read in place from a local store, else downloaded to a temporary file
+    first. Returns the extracted file names; ``rules.ArchiveError`` and OSError propagate for the caller to
+    say what they mean to it (the workspace and the step runtime both unpack snapshots with it)."""
+    import tempfile
+
+    from airflow_mlpipe.rules import extract_tar
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-unpack-") as scratch:
+        local = datastore.local_path(check_key(key))
+        if local is None or not local.is_file():
+            local = pathlib.Path(scratch, pathlib.PurePosixPath(key).name or "archive")
+            datastore.download_file(key, local)
+        return extract_tar(local, dest)
+
+
 def temp_name(path: pathlib.Path) -> pathlib.Path:
     """A unique temporary name beside ``path``, hidden from listings (``_INTERNAL`` prefix)."""
     return path.with_name(f"{_INTERNAL}tmp-{uuid.uuid4().hex}-{path.name}")

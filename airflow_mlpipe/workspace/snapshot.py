@@ -47,8 +47,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_mlpipe.errors import DefinitionError, NotFoundError, WorkspaceError
-from airflow_mlpipe.rules import ArchiveError, extract_tar
-from airflow_mlpipe.workspace.datastore import Datastore, check_key
+from airflow_mlpipe.rules import ArchiveError
+from airflow_mlpipe.workspace.datastore import Datastore, extract_archive
 from airflow_mlpipe.workspace.manifest import hash_file, now_iso
 
 __all__ = ["Snapshot", "select_files", "snapshot_source", "tree_hash", "unpack_snapshot"]
@@ -337,20 +337,12 @@ def read_snapshot_files(datastore: Datastore, sha: str) -> dict[str, dict] | Non
 def unpack_snapshot(datastore: Datastore, key: str, dest_dir: str | pathlib.Path) -> list[str]:
     """Extract the snapshot archive ``key`` into ``dest_dir`` (``rules.extract_tar``: regular files and
     folders only, nothing outside it). Returns the extracted file names."""
-    check_key(key)
-    dest = pathlib.Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mlpipe-unpack-") as scratch:
-        local = datastore.local_path(key)
-        if local is None or not local.is_file():
-            local = pathlib.Path(scratch, "snapshot.tar.gz")
-            datastore.download_file(key, local)
-        try:
-            return extract_tar(local, dest)
-        except ArchiveError as exc:
-            raise WorkspaceError(
-                f"cannot unpack snapshot {datastore.uri_for(key)}: {exc}. It is damaged or was not written by "
-                "airflow_mlpipe: delete it and the next run of the step snapshots its source again"
-            ) from exc
-        except OSError as exc:
-            raise WorkspaceError(f"cannot unpack snapshot {datastore.uri_for(key)} into {dest}: {exc}") from exc
+    try:
+        return extract_archive(datastore, key, dest_dir)
+    except ArchiveError as exc:
+        raise WorkspaceError(
+            f"cannot unpack snapshot {datastore.uri_for(key)}: {exc}. It is damaged or was not written by "
+            "airflow_mlpipe: delete it and the next run of the step snapshots its source again"
+        ) from exc
+    except OSError as exc:
+        raise WorkspaceError(f"cannot unpack snapshot {datastore.uri_for(key)} into {dest_dir}: {exc}") from exc

@@ -26,14 +26,6 @@ BOMB = ["x-lol1: &a [x, x, x, x, x, x, x, x, x]"] + [
 ]  # nine lines that expand to 387 million values
 
 
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    dags = tmp_path / "dags"
-    shutil.copytree(REPO / "dags_examples", dags, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("MLPIPE_CACHE_DIR", str(tmp_path / "cache"))
-    return dags
-
-
 def _plans(tmp_path: pathlib.Path) -> list[pathlib.Path]:
     return sorted((tmp_path / "cache" / "plans").glob("endpoint-income_retrain-*.json"))
 

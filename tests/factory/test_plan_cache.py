@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -27,14 +26,6 @@ def _shape(dag) -> dict:
         "default_args": repr(dag.default_args),
         "operator_args": {t.task_id: repr(getattr(t, "arguments", None)) for t in dag.tasks},
     }
-
-
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    dags = tmp_path / "dags"
-    shutil.copytree(REPO / "dags_examples", dags)
-    monkeypatch.setenv("MLPIPE_CACHE_DIR", str(tmp_path / "cache"))
-    return dags
 
 
 def test_warm_build_equals_cold_build_and_changes_invalidate(folder, tmp_path):

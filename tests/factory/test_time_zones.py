@@ -13,14 +13,6 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    dags = tmp_path / "dags"
-    shutil.copytree(REPO / "dags_examples", dags, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("MLPIPE_CACHE_DIR", str(tmp_path / "cache"))
-    return dags
-
-
 def _retrain(folder: pathlib.Path, start: str, schedule: str) -> pathlib.Path:
     path = folder / "pipelines" / "income_retrain.yaml"
     text = path.read_text()

@@ -275,21 +275,29 @@ def test_is_stdlib_only_looks_at_import_time_imports_only():
     assert ast  # noqa: B018 (module used by bundle)
 
 
-def test_bootstrap_runs_the_launcher_from_the_zip_in_isolated_mode(plain_python, tmp_path):
-    """``python3 -I``: no PYTHONPATH, no site-packages: the runtime comes only from the env var."""
+def run_from_zip(python: str, tmp_path, script: str, argv: list) -> tuple[subprocess.CompletedProcess, LocalDatastore,
+                                                                           dict]:
+    """Run ``script`` as step ``s`` (output ``o``) with ``python3 -I``: no PYTHONPATH, no site-packages, the
+    runtime only from the zip in its env var. Returns the process, the workspace and the env it had."""
     ws = LocalDatastore(str(tmp_path / "ws"))
     work = tmp_path / "work"
     work.mkdir()
-    (work / "s.py").write_text(
+    (work / "s.py").write_text(script)
+    ctx = make_context(ws.uri, "s.py", argv, outputs={"o": "outputs/p/r1/s/o"})
+    command = bundle.bootstrap_command(python)
+    command.insert(1, "-I")
+    env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
+    proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
+    return proc, ws, env
+
+
+def test_bootstrap_runs_the_launcher_from_the_zip_in_isolated_mode(plain_python, tmp_path):
+    """``python3 -I``: no PYTHONPATH, no site-packages: the runtime comes only from the env var."""
+    proc, ws, env = run_from_zip(plain_python, tmp_path, (
         "import os, sys\nfrom airflow_mlpipe.runtime import context\n"
         "print('ZIP' in os.environ.get('MLPIPE_RUNTIME_ZIP_B64', 'ZIP'), 'MLPIPE_RUNTIME_ZIP_B64' in os.environ)\n"
         "(context.outputs['o'] / 'f').write_text(sys.argv[1])\n"
-    )
-    ctx = make_context(ws.uri, "s.py", [["hi"]], outputs={"o": "outputs/p/r1/s/o"})
-    argv = bundle.bootstrap_command(plain_python)
-    argv.insert(1, "-I")
-    env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
-    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
+    ), [["hi"]])
     assert proc.returncode == 0, proc.stderr
     assert "True False" in proc.stdout  # the big variable is not passed on to the script's children
     assert ws.read_bytes("outputs/p/r1/s/o/f") == b"hi"
@@ -302,19 +310,11 @@ def test_the_bundle_ships_rules_and_a_step_process_imports_it(plain_python, tmp_
     names = zipfile.ZipFile(io.BytesIO(bundle.runtime_bundle())).namelist()
     assert "airflow_mlpipe/rules.py" in names
     assert bundle.is_stdlib_only(bundle.bundle_files()["airflow_mlpipe/rules.py"])
-    ws = LocalDatastore(str(tmp_path / "ws"))
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "s.py").write_text(
+    proc, ws, _ = run_from_zip(plain_python, tmp_path, (
         "import sys\nfrom airflow_mlpipe import rules\nfrom airflow_mlpipe.runtime import context\n"
         "(context.outputs['o'] / 'f').write_text(repr([rules.__file__.endswith('.zip' + '/airflow_mlpipe/rules.py'),"
         " rules.relative_parts('a/../b'), rules.parse_registry_ref('models:/clf@prod', 'models')[2]]))\n"
-    )
-    ctx = make_context(ws.uri, "s.py", [], outputs={"o": "outputs/p/r1/s/o"})
-    argv = bundle.bootstrap_command(plain_python)
-    argv.insert(1, "-I")
-    env = {"MLPIPE_CONTEXT": json.dumps(ctx), **bundle.runtime_env()}
-    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=scaled(60))
+    ), [])
     assert proc.returncode == 0, proc.stderr
     assert ws.read_bytes("outputs/p/r1/s/o/f") == b"[True, None, 'prod']"
 
