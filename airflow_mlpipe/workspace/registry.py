@@ -2,6 +2,7 @@
 
 ```
 <kind>/<name>/versions/<000001>.json   version record, claimed with create_json (unique, consecutive)
+<kind>/<name>/latest.json              {"version": N}: a hint, N <= the latest; moved forward only (CAS)
 <kind>/<name>/data/<digest>/...        content, copied in once (manifest last), immutable
 <kind>/<name>/digests/<digest>.json    {"version": N}: the first version holding this content
 <kind>/<name>/aliases/<alias>.json     {"version": N, "history": [...]}, compare-and-swap writes
@@ -10,6 +11,12 @@
 Registering content that an existing version already holds returns that version. Two writers that
 register the *same new* content at the same instant may both get a version (each is valid and the
 digest index names the first); different content always gets distinct, consecutive numbers.
+
+Nothing that a register or a ``name:latest`` does grows with the history. ``latest.json`` points at a version
+that exists; a writer creates version N+1 first and moves the pointer after, so the pointer may lag (a writer
+died in between) but is never ahead. The latest is the pointer, moved forward while the next number exists
+(one ``exists`` when it is current); the next number is claimed from there with ``create_json``, the next
+one tried when it is taken. A name registered before the pointer existed is listed once, and gains it.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import random
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from airflow_mlpipe.errors import ConflictError, InvalidReferenceError, NotFoundError
+from airflow_mlpipe.errors import ConflictError, InvalidReferenceError, NotFoundError, WorkspaceError
 from airflow_mlpipe.rules import ALIAS_PATTERN, RefSyntaxError, is_plain_segment, parse_registry_ref
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key
 from airflow_mlpipe.workspace.manifest import (
@@ -68,17 +76,22 @@ class Version:
     producing_run: dict | None = None
     extra: dict | None = None
     kind: str = "datasets"
+    #: True only on the Version that ``register`` returned after creating it (False when the content was
+    #: already registered, and on any version read back); not part of the record, nor of equality
+    is_new: bool = dataclasses.field(default=False, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        doc = dataclasses.asdict(self)
+        del doc["is_new"]
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict) -> Version:
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"is_new"}
         return cls(**{k: v for k, v in doc.items() if k in fields})
 
 
@@ -102,6 +115,9 @@ class VersionedRegistry:
     def data_key(self, name: str, digest: str) -> str:
         return f"{self._base(name)}/data/{digest}"
 
+    def _pointer_key(self, name: str) -> str:
+        return f"{self._base(name)}/latest.json"
+
     def _alias_key(self, name: str, alias: str) -> str:
         return f"{self._base(name)}/aliases/{check_name(alias, 'alias')}.json"
 
@@ -110,6 +126,8 @@ class VersionedRegistry:
         return [name for name in self.datastore.list_dirs(self.kind) if _NAME.match(name)]
 
     def version_numbers(self, name: str) -> list[int]:
+        """Every version number of ``name``, from a listing of its records (grows with the history: an
+        inventory; the latest is ``latest_number``, one version ``get``)."""
         prefix = f"{self._base(name)}/versions"
         numbers = []
         for info in self.datastore.list(prefix):
@@ -118,15 +136,79 @@ class VersionedRegistry:
                 numbers.append(int(stem))
         return sorted(numbers)
 
-    def list_versions(self, name: str) -> list[Version]:
-        return [self.get(name, n) for n in self.version_numbers(name)]
+    def iter_versions(self, name: str, start: int = 1) -> Iterator[Version]:
+        """The versions of ``name`` from number ``start`` on, in version order, read one at a time (no
+        listing: numbers are consecutive up to ``latest_number``; a missing record is skipped)."""
+        latest = self.latest_number(name)
+        for number in range(max(int(start), 1), latest + 1):
+            doc = self.datastore.get_json_or_none(self._version_key(name, number))
+            if doc is not None:
+                yield Version.from_dict(doc)
+
+    def list_versions(self, name: str, start: int = 1, limit: int | None = None) -> list[Version]:
+        """A page of versions of ``name``: at most ``limit`` (None: all) from number ``start`` on, in order.
+        The next page starts after the last version returned."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit!r}")
+        out = []
+        for version in self.iter_versions(name, start):
+            out.append(version)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def latest_number(self, name: str) -> int:
+        """The number of the latest version of ``name`` (0: none). The pointer, moved forward while the next
+        number exists (a writer that died before moving it); a name without pointer is listed once."""
+        pointer, etag = self._read_pointer(name)
+        number = pointer
+        if number is None:  # registered before the pointer existed (or it is damaged): list once
+            numbers = self.version_numbers(name)
+            number = numbers[-1] if numbers else 0
+        while self.datastore.exists(self._version_key(name, number + 1)):
+            number += 1
+        if number > 0 and number != pointer:
+            self._advance_pointer(name, number, (pointer, etag))
+        return number
+
+    def _read_pointer(self, name: str) -> tuple[int | None, str | None]:
+        """(the pointer's version or None, its etag or None when it does not exist)."""
+        try:
+            current = self.datastore.get_json_with_etag(self._pointer_key(name))
+        except WorkspaceError:  # not JSON: damaged, rewritten from a listing
+            return None, ""
+        if current is None:
+            return None, None
+        doc, etag = current
+        number = doc.get("version") if isinstance(doc, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            return None, etag
+        return number, etag
+
+    def _advance_pointer(self, name: str, number: int, known: tuple[int | None, str | None] | None = None) -> None:
+        """Move the pointer forward to ``number`` (an existing version), never backwards. Best effort: the
+        pointer is a hint that may lag, so a lost race or a read-only store leaves it as it is."""
+        key = self._pointer_key(name)
+        try:
+            for attempt in range(MAX_CAS_ATTEMPTS):
+                pointer, etag = known if known is not None else self._read_pointer(name)
+                known = None
+                if pointer is not None and pointer >= number:
+                    return
+                if etag == "":  # damaged: overwrite (a pointer that lags is safe, one ahead never written)
+                    self.datastore.put_json(key, {"version": number})
+                    return
+                if self.datastore.put_json_if(key, {"version": number}, etag):
+                    return
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))  # noqa: S311 - jitter only
+        except WorkspaceError:
+            return
 
     def get(self, name: str, version: int | str = "latest") -> Version:
         if version in ("latest", None):
-            numbers = self.version_numbers(name)
-            if not numbers:
+            version = self.latest_number(name)
+            if not version:
                 raise NotFoundError(self._missing(name))
-            version = numbers[-1]
         if isinstance(version, str):
             if not version.isdigit():
                 raise InvalidReferenceError(f"invalid {self._singular} version {version!r}: a number or 'latest'")
@@ -135,12 +217,12 @@ class VersionedRegistry:
             raise InvalidReferenceError(f"invalid {self._singular} version {version!r}: a number >= 1 or 'latest'")
         doc = self.datastore.get_json_or_none(self._version_key(name, version))
         if doc is None:
-            numbers = self.version_numbers(name)
-            if not numbers:
+            latest = self.latest_number(name)
+            if not latest:
                 raise NotFoundError(self._missing(name))
             raise NotFoundError(
                 f"{self._singular} {name!r} has no version {version} in {self.datastore.uri}; "
-                f"versions are {numbers[0]}..{numbers[-1]}"
+                f"versions are 1..{latest}"
             )
         return Version.from_dict(doc)
 
@@ -166,8 +248,8 @@ class VersionedRegistry:
 
     def latest_digest(self, name: str) -> str | None:
         """The content digest of the latest version of ``name`` (None if it has no version)."""
-        numbers = self.version_numbers(name)
-        return self.get(name, numbers[-1]).digest if numbers else None
+        latest = self.latest_number(name)
+        return self.get(name, latest).digest if latest else None
 
     def find_by_digest(self, name: str, digest: str) -> Version | None:
         """The version of ``name`` holding content ``digest`` (index first, then the latest version)."""
@@ -179,9 +261,9 @@ class VersionedRegistry:
                 found = None
             if found is not None and found.digest == digest:
                 return found
-        numbers = self.version_numbers(name)
-        if numbers:
-            latest = self.get(name, numbers[-1])
+        number = self.latest_number(name)
+        if number:
+            latest = self.get(name, number)
             if latest.digest == digest:
                 return latest
         return None
@@ -197,7 +279,7 @@ class VersionedRegistry:
         extra: dict | None = None,
     ) -> Version:
         """Register ``source`` as the next version of ``name`` (or return the version that already holds
-        the same content). ``source``: a local path (``pathlib.Path`` or an absolute string; a file or a
+        the same content; ``is_new`` tells which). ``source``: a local path (``pathlib.Path`` or an absolute string; a file or a
         directory) or a datastore key (a relative string: a committed output prefix, a directory or a file)."""
         base = self._base(name)
         with tempfile.TemporaryDirectory(prefix="mlpipe-register-") as scratch:
@@ -226,13 +308,13 @@ class VersionedRegistry:
             "producing_run": producing_run,
             "extra": extra,
         }
-        numbers = self.version_numbers(name)
-        number = (numbers[-1] if numbers else 0) + 1
+        number = self.latest_number(name) + 1
         for _ in range(MAX_CLAIM_ATTEMPTS):
             if self.datastore.create_json(self._version_key(name, number), {**record, "version": number}):
                 self.datastore.create_json(f"{base}/digests/{digest}.json", {"version": number})
-                return Version.from_dict({**record, "version": number})
-            number += 1  # another writer took it: try the next number
+                self._advance_pointer(name, number)
+                return dataclasses.replace(Version.from_dict({**record, "version": number}), is_new=True)
+            number += 1  # another writer took it: try the next number (no listing)
         raise ConflictError(
             f"could not claim a version number for {self._singular} {name!r} after {MAX_CLAIM_ATTEMPTS} tries; "
             "too many concurrent registrations, retry later"
