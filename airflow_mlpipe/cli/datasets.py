@@ -164,10 +164,9 @@ def register_dataset(
     if progress is None:
         progress = not as_json and size >= PROGRESS_THRESHOLD and console(stderr=True).is_terminal
     with user_errors(f"dataset {name!r}"):
-        before = set(ws.datasets.version_numbers(name))
         version = register_with_progress(ws, name, path, bool(progress) and not as_json,
                                          description=description, tags=tags)
-    created = version.version not in before
+    created = version.is_new
     announcement = announce(name, version, url) if created and notify else None
     if as_json:
         print_json({"name": name, "version": version.version, "created": created, "record": version.to_dict(),

@@ -31,16 +31,17 @@ def metrics_text(metrics: dict[str, Any]) -> str:
 
 
 def names_rows(registry: Any) -> list[dict[str, Any]]:
-    """One row per name: version count and its latest version (for ``list``)."""
+    """One row per name: version count and its latest version (for ``list``). Versions are numbered 1..N
+    without gaps, so the count is the latest number: nothing lists a name's history."""
     rows = []
     for name in registry.list_names():
-        numbers = registry.version_numbers(name)
-        if not numbers:
+        number = registry.latest_number(name)
+        if not number:
             continue
-        latest = registry.get(name, numbers[-1])
+        latest = registry.get(name, number)
         row = {
             "name": name,
-            "versions": len(numbers),
+            "versions": number,
             "latest": latest.version,
             "digest": latest.digest,
             "size": latest.size,

@@ -77,7 +77,6 @@ class MlpipeRegisterModelOperator(BaseOperator):
         for step in self.metrics_from:
             metrics.update(run.upstream_result(step).get("metrics") or {})
         lineage = self._lineage(ws, pipeline, run_id)
-        before = set(ws.models.version_numbers(self.model_name))
         version = ws.models.register(
             self.model_name,
             model_input["key"],
@@ -85,7 +84,7 @@ class MlpipeRegisterModelOperator(BaseOperator):
             producing_run={"pipeline": pipeline, "run_id": run_id, "step": self.task_id},
             extra={"metrics": metrics, "params": run.params, "lineage": lineage, "source": model_input["source"]},
         )
-        created = version.version not in before
+        created = version.is_new
         if created:
             context["outlet_events"][self._model_outlet].add(
                 model_asset(self.model_name), extra={"version": version.version, "digest": version.digest}

@@ -307,7 +307,6 @@ class StepRun:
             if not name:
                 continue
             out = outputs[oname]
-            before = set(self.ws.datasets.version_numbers(name))
             version = self.ws.datasets.register(
                 name,
                 out["key"],
@@ -316,7 +315,7 @@ class StepRun:
                                "key": out["key"]},
             )
             registered[name] = version.version
-            if version.version not in before:
+            if version.is_new:
                 self.context["outlet_events"][dataset_alias(name)].add(
                     dataset_asset(name), extra={"version": version.version, "digest": version.digest}
                 )

@@ -27,8 +27,7 @@ def check_change(ws: Any, kind: str, name: str | None, alias: str | None, prefix
         if current is not None and current != baseline:
             return {"kind": kind, "name": name, "alias": alias, "version": current, "previous": baseline}
         return None
-    numbers = registry.version_numbers(name)
-    latest = max(numbers) if numbers else 0
+    latest = registry.latest_number(name)
     if latest > int(baseline or 0):
         return {"kind": kind, "name": name, "version": latest, "previous": baseline}
     return None
@@ -41,8 +40,7 @@ def current_state(ws: Any, kind: str, name: str | None, alias: str | None, prefi
     registry = ws.models if kind == "models" else ws.datasets
     if alias:
         return registry.get_alias(name, alias)
-    numbers = registry.version_numbers(name)
-    return max(numbers) if numbers else 0
+    return registry.latest_number(name)
 
 
 class WorkspaceChangeTrigger(BaseTrigger):
