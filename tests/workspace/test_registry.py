@@ -101,7 +101,9 @@ def test_parallel_registrations_threads(workspace, tmp_path):
     for t in threads:
         t.join()
     assert sorted(v.version for v in results.values()) == list(range(1, 9))
-    assert len({v.digest for v in results.values()}) == 8
+    assert len({v.digest for v in results.values()}) == 8 and all(v.is_new for v in results.values())
+    assert workspace.datasets.version_numbers("shared") == list(range(1, 9))  # no gap
+    assert workspace.datastore.get_json("datasets/shared/latest.json") == {"version": 8}
     for i, v in results.items():
         assert workspace.datasets.get("shared", v.version).digest == v.digest
         assert workspace.datastore.read_bytes(f"{v.key}/data.txt") == f"content {i}".encode()
@@ -142,6 +144,8 @@ def test_parallel_registrations_processes(workspace, ds_target, tmp_path):
         versions.append(int(out.strip()))
     assert sorted(versions) == list(range(1, 9))
     assert len({v.digest for v in workspace.datasets.list_versions("multi")}) == 8
+    assert workspace.datasets.version_numbers("multi") == list(range(1, 9))  # no gap
+    assert workspace.datastore.get_json("datasets/multi/latest.json") == {"version": 8}
 
 
 @pytest.mark.parametrize(
@@ -224,3 +228,151 @@ def test_register_uses_what_a_committed_output_really_holds(workspace, tmp_path)
     overwrite_in_place(ds, f"{version.key}/m.json", b'{"w": 3}')
     assert workspace.models.register("clf", make_tree(tmp_path / "again", {"m.json": '{"w": 2}'})) == version
     assert ds.read_bytes(f"{version.key}/m.json") == b'{"w": 2}'
+
+
+# -- the latest pointer (datasets/<name>/latest.json): nothing a register or a name:latest does lists the history
+
+
+def count_listings(datastore) -> list[str]:
+    """Record the prefix of every ``list`` call of this (real) datastore; returns the record."""
+    calls: list[str] = []
+    original = datastore.list
+
+    def counting(prefix):
+        calls.append(prefix)
+        return original(prefix)
+
+    datastore.list = counting  # an instance attribute: the datastore itself, with a counter
+    return calls
+
+
+def history_listings(calls: list[str], name: str) -> list[str]:
+    """The listings of ``name``'s records (its content's data folders are not its history)."""
+    return [p for p in calls if p.startswith(f"datasets/{name}") and "/data/" not in p + "/"]
+
+
+def pointer(datastore, name: str):
+    return datastore.get_json_or_none(f"datasets/{name}/latest.json")
+
+
+def register_n(workspace, tmp_path, name: str, n: int, start: int = 0) -> list:
+    return [workspace.datasets.register(name, make_tree(tmp_path / f"{name}{i}", {"f.txt": f"{name} {i}"}))
+            for i in range(start, start + n)]
+
+
+def died_after_claiming(workspace, name: str, number: int) -> None:
+    """What a writer that died between creating version ``number`` and moving the pointer leaves."""
+    record = workspace.datasets.get(name, 1).to_dict()
+    assert workspace.datastore.create_json(f"datasets/{name}/versions/{number:06d}.json",
+                                           {**record, "version": number, "digest": f"{number:064x}"})
+
+
+def test_latest_and_register_read_the_pointer_not_a_listing(workspace, tmp_path):
+    versions = register_n(workspace, tmp_path, "hist", 3)
+    assert [v.version for v in versions] == [1, 2, 3] and all(v.is_new for v in versions)
+    assert pointer(workspace.datastore, "hist") == {"version": 3}
+    calls = count_listings(workspace.datastore)
+    assert workspace.datasets.resolve("hist:latest").version == 3
+    assert workspace.datasets.resolve("hist").version == 3
+    assert workspace.datasets.latest_digest("hist") == versions[-1].digest
+    assert history_listings(calls, "hist") == []
+    new = workspace.datasets.register("hist", make_tree(tmp_path / "new", {"f.txt": "new"}))
+    assert new.version == 4 and new.is_new
+    again = workspace.datasets.register("hist", make_tree(tmp_path / "again", {"f.txt": "hist 1"}))
+    assert again.version == 2 and not again.is_new and again == versions[1]  # is_new is not compared
+    assert history_listings(calls, "hist") == []
+    assert pointer(workspace.datastore, "hist") == {"version": 4}
+    assert "is_new" not in new.to_dict() and not workspace.datasets.get("hist", 4).is_new
+
+
+def test_a_lagging_pointer_still_gives_the_latest_and_the_next_number(workspace, tmp_path):
+    register_n(workspace, tmp_path, "lag", 2)
+    died_after_claiming(workspace, "lag", 3)
+    died_after_claiming(workspace, "lag", 4)
+    assert pointer(workspace.datastore, "lag") == {"version": 2}
+    calls = count_listings(workspace.datastore)
+    assert workspace.datasets.resolve("lag:latest").version == 4
+    assert pointer(workspace.datastore, "lag") == {"version": 4}  # moved forward by the reader
+    died_after_claiming(workspace, "lag", 5)
+    new = workspace.datasets.register("lag", make_tree(tmp_path / "n", {"f.txt": "next"}))
+    assert new.version == 6 and new.is_new
+    assert pointer(workspace.datastore, "lag") == {"version": 6}
+    assert history_listings(calls, "lag") == []
+    assert workspace.datasets.version_numbers("lag") == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_pointer_never_moves_backwards(workspace, tmp_path):
+    register_n(workspace, tmp_path, "fwd", 3)
+    workspace.datasets._advance_pointer("fwd", 2)
+    assert pointer(workspace.datastore, "fwd") == {"version": 3}
+    workspace.datastore.put_json("datasets/fwd/latest.json", {"version": 1})  # a pointer that lags: repaired
+    assert workspace.datasets.get("fwd").version == 3
+    assert pointer(workspace.datastore, "fwd") == {"version": 3}
+
+
+def test_a_workspace_without_pointers_is_listed_once_and_gains_them(workspace, tmp_path):
+    register_n(workspace, tmp_path, "old", 3)
+    workspace.datastore.delete("datasets/old/latest.json")  # the layout before the pointer
+    calls = count_listings(workspace.datastore)
+    assert workspace.datasets.resolve("old:latest").version == 3
+    assert history_listings(calls, "old") == ["datasets/old/versions"]
+    assert pointer(workspace.datastore, "old") == {"version": 3}
+    assert workspace.datasets.resolve("old:latest").version == 3
+    assert workspace.datasets.register("old", make_tree(tmp_path / "n", {"f.txt": "4th"})).version == 4
+    assert history_listings(calls, "old") == ["datasets/old/versions"]  # once, then the pointer
+
+
+def test_a_damaged_pointer_is_rewritten(workspace, tmp_path):
+    register_n(workspace, tmp_path, "bad", 2)
+    workspace.datastore.write_bytes("datasets/bad/latest.json", b"{not json")
+    assert workspace.datasets.get("bad").version == 2
+    assert pointer(workspace.datastore, "bad") == {"version": 2}
+    workspace.datastore.put_json("datasets/bad/latest.json", {"version": "two"})
+    assert workspace.datasets.register("bad", make_tree(tmp_path / "n", {"f.txt": "3rd"})).version == 3
+    assert pointer(workspace.datastore, "bad") == {"version": 3}
+
+
+def test_unknown_names_have_no_pointer(workspace):
+    assert workspace.datasets.latest_number("ghost") == 0
+    assert workspace.datasets.list_versions("ghost") == []
+    with pytest.raises(NotFoundError, match="not registered"):
+        workspace.datasets.resolve("ghost:latest")
+    assert pointer(workspace.datastore, "ghost") is None
+
+
+def test_versions_page_in_order(workspace, tmp_path):
+    register_n(workspace, tmp_path, "paged", 7)
+    pages, start = [], 1
+    while page := workspace.datasets.list_versions("paged", start=start, limit=3):
+        pages.append([v.version for v in page])
+        start = page[-1].version + 1
+    assert pages == [[1, 2, 3], [4, 5, 6], [7]]
+    assert [v.version for v in workspace.datasets.iter_versions("paged")] == list(range(1, 8))
+    assert [v.version for v in workspace.datasets.list_versions("paged")] == list(range(1, 8))
+    assert [v.version for v in workspace.datasets.iter_versions("paged", start=6)] == [6, 7]
+    with pytest.raises(ValueError):
+        workspace.datasets.list_versions("paged", limit=0)
+
+
+def test_parallel_registrations_on_a_lagging_pointer(workspace, tmp_path):
+    """Writers that race from a pointer two versions behind still get unique, consecutive numbers."""
+    register_n(workspace, tmp_path, "race", 1)
+    died_after_claiming(workspace, "race", 2)
+    died_after_claiming(workspace, "race", 3)
+    dirs = [make_tree(tmp_path / f"r{i}", {"data.txt": f"racer {i}"}) for i in range(6)]
+    barrier = threading.Barrier(6)
+    results = {}
+
+    def run(i):
+        barrier.wait()
+        results[i] = workspace.datasets.register("race", dirs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(v.version for v in results.values()) == list(range(4, 10))
+    assert workspace.datasets.version_numbers("race") == list(range(1, 10))
+    assert workspace.datasets.get("race").version == 9
+    assert workspace.datastore.get_json("datasets/race/latest.json") == {"version": 9}
