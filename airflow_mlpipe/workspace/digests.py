@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -38,7 +39,7 @@ __all__ = ["DIGESTS_PREFIX", "file_digest", "folder_digest", "hash_object"]
 DIGESTS_PREFIX = "cache/digests"
 FORMAT = 1
 WORKERS = 8  # parallel GETs for an object store
-_HEX = frozenset("0123456789abcdef")
+_SHA256 = re.compile("[0-9a-f]{64}")
 _log = logging.getLogger(__name__)
 
 
@@ -68,9 +69,9 @@ def _trusted(datastore: Datastore, fp: list | None, started: int) -> list | None
 
 
 def _is_record(meta: Any) -> bool:
+    """A record's sha256 is 64 lowercase hex digits (its ``fp`` is only ever compared for equality)."""
     sha = meta.get("sha256") if isinstance(meta, dict) else None
-    return (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX and isinstance(meta.get("fp"), list)
-            and bool(meta["fp"]) and isinstance(meta["fp"][0], int))
+    return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None and "fp" in meta
 
 
 def _load(datastore: Datastore, where: str, kind: str, key: str) -> dict[str, dict]:
