@@ -369,40 +369,41 @@ def check_workspace_path(name: str, value: Any) -> str:
 def content_input(ws: Any, key: str, source: str, recorded: str | None = None) -> dict[str, Any] | None:
     """A committed output used as an input, identified by what its files really hold (None: no manifest).
 
-    If the files still hold what their manifest says: kind ``dir`` and the manifest's digest. If not (a file
-    changed, added or deleted since the commit): kind ``folder`` and the digest of the real files, so the key
-    follows the bytes the step will read. ``recorded`` is the digest the producer recorded: a manifest with
-    another digest (committed again by someone else) is named in ``source``, as is any change."""
-    from airflow_mlpipe.workspace.manifest import check_output, content_manifest
+    If the files still hold what their manifest says: kind ``dir`` and the manifest's digest (read from the
+    output's small ``_digest.json`` when it vouches for the files, else from the manifest: ``output_digest``).
+    If not (a file changed, added or deleted since the commit): kind ``folder`` and the digest of the real
+    files, so the key follows the bytes the step will read. ``recorded`` is the digest the producer recorded:
+    a manifest with another digest (committed again by someone else) is named in ``source``, as is any change."""
+    from airflow_mlpipe.workspace.digests import folder_digest
+    from airflow_mlpipe.workspace.manifest import output_digest
 
-    manifest, problems = check_output(ws.datastore, key)
-    if manifest is None:
+    digest, problems = output_digest(ws.datastore, key)
+    if digest is None:
         return None
     if problems:
-        inp = {"key": key, "kind": "folder", "digest": content_manifest(ws.datastore, key)["digest"]}
+        inp = {"key": key, "kind": "folder", "digest": folder_digest(ws.datastore, key)}
     else:
-        inp = {"key": key, "kind": "dir", "digest": manifest["digest"]}
-    if recorded is not None and manifest["digest"] != recorded:
-        problems = [f"its manifest was rewritten: it holds digest {manifest['digest'][:12]}, "
+        inp = {"key": key, "kind": "dir", "digest": digest}
+    if recorded is not None and digest != recorded:
+        problems = [f"its manifest was rewritten: it holds digest {digest[:12]}, "
                     f"the producer recorded {recorded[:12]}", *problems]
     return {**inp, "source": f"{source} ({'; '.join(problems)})" if problems else source}
 
 
 def digest_of_path(ws: Any, key: str, source: str) -> dict[str, Any]:
     """A workspace path as an input: a committed output (``content_input``), a file (sha256 of its bytes) or a
-    folder without manifest (kind ``folder``: the digest a manifest of its files would have)."""
-    import hashlib
-
-    from airflow_mlpipe.workspace.manifest import content_manifest
+    folder without manifest (kind ``folder``: the digest a manifest of its files would have). A file or folder
+    is hashed through the workspace's digest cache (``workspace/digests.py``): only files whose store signal
+    changed since they were last hashed are read."""
+    from airflow_mlpipe.workspace.digests import file_digest, folder_digest
 
     committed = content_input(ws, key, source)
     if committed is not None:
         return committed
     if ws.datastore.exists(key):
-        return {"key": key, "kind": "file", "digest": hashlib.sha256(ws.datastore.read_bytes(key)).hexdigest(),
-                "source": source}
+        return {"key": key, "kind": "file", "digest": file_digest(ws.datastore, key), "source": source}
     try:
-        digest = content_manifest(ws.datastore, key)["digest"]
+        digest = folder_digest(ws.datastore, key)
     except NotFoundError as exc:
         raise NotFoundError(f"nothing at workspace path {key!r} ({ws.datastore.uri_for(key)})") from exc
     return {"key": key, "kind": "folder", "digest": digest, "source": source}

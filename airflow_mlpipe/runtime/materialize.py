@@ -22,6 +22,7 @@ from airflow_mlpipe.rules import ArchiveError
 from airflow_mlpipe.runtime.lease import LeaseLost
 
 MANIFEST_NAME = "_manifest.json"
+DIGEST_NAME = "_digest.json"  # the manifest's summary (workspace/manifest.py), metadata too
 STATE_DIR = ".mlpipe"
 
 
@@ -117,7 +118,8 @@ def _copy_input(datastore: Any, name: str, key: str, kind: str, digest: str | No
         elif kind == "folder":
             if not datastore.download_dir(key, dest):
                 raise RuntimeStepError(f"input {name!r}: nothing at {where}")
-            (dest / MANIFEST_NAME).unlink(missing_ok=True)  # metadata, never content (a stale one, here)
+            for meta in (MANIFEST_NAME, DIGEST_NAME):  # metadata, never content (stale ones, here)
+                (dest / meta).unlink(missing_ok=True)
             real, target = (build_manifest(dest)["digest"] if digest else None), dest
         else:
             target = dest / posixpath.basename(key)

@@ -18,7 +18,9 @@ sidecars (``snapshots/<sha>.json``), so ``explain`` can name the files that chan
 A hit is used only if every output still holds what was recorded: its manifest exists with the recorded
 digest and the files are still those the manifest lists (``manifest.output_problems``). The entry keeps, per
 output, in ``fingerprints``, a summary of the store's fingerprints taken when the entry was committed and
-the content verified: if they still sum up to it, the lookup reads no manifest.
+the content verified: if they still sum up to it, the lookup reads no manifest. If not (an entry without
+summaries, metadata touched), the output's small ``_digest.json`` is read next: if its digest and content
+fingerprint summary still match, the manifest is not read either; otherwise the manifest decides.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from airflow_mlpipe.workspace.manifest import (
     output_problems,
     read_manifest,
     verify_content,
+    vouched_digest,
 )
 from airflow_mlpipe.workspace.registry import check_name
 from airflow_mlpipe.workspace.snapshot import read_snapshot_files
@@ -221,6 +224,8 @@ class StepCache:
         summary of the store's fingerprints below it, taken first (settled), for fast lookups (None if some
         file is too recent to trust)."""
         current = self.datastore.fingerprints(out["key"], settle=True)
+        if vouched_digest(self.datastore, out["key"], current) == out["digest"]:  # as sealed: no manifest read
+            return fingerprint_summary(self.datastore.fingerprint_kind, current)
         manifest = read_manifest(self.datastore, out["key"])
         if manifest is None or manifest.get("digest") != out["digest"]:
             raise WorkspaceError(

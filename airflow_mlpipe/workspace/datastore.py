@@ -18,7 +18,9 @@ Contract (implemented by LocalDatastore and S3Datastore):
 - local_path(key) -> pathlib.Path | None  (a real path on this machine)
 - fingerprints(prefix, settle=False) -> {relative path: fingerprint}: what the store cheaply knows of each
   object, to tell later whether it changed (``fingerprint_kind`` names the sort: ``stat`` = [size,
-  mtime_ns, inode, ctime_ns] of a local file, ``etag`` = [size, ETag] of an S3 object)
+  mtime_ns, inode, ctime_ns] of a local file, ``etag`` = [size, ETag] of an S3 object); fingerprint(key):
+  the same for one object (None if the store cannot tell)
+- open(key) -> a binary file object to read one object in chunks (S3: the GET's streaming body)
 
 Missing keys raise ``NotFoundError``; other storage failures raise ``WorkspaceError``.
 """
@@ -26,6 +28,7 @@ Missing keys raise ``NotFoundError``; other storage failures raise ``WorkspaceEr
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,7 +40,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from airflow_mlpipe.errors import ConflictError, NotFoundError, WorkspaceError
 from airflow_mlpipe.rules import is_plain_segment
@@ -235,6 +238,19 @@ class Datastore(abc.ABC):
         cut = len(prefix) + 1 if prefix else 0
         return {info.key[cut:]: [info.size, info.etag] for info in self.list(prefix)}
 
+    def fingerprint(self, key: str) -> list | None:
+        """The fingerprint of the one object ``key`` (as ``fingerprints`` gives it), or None if this store
+        cannot tell; NotFoundError if ``key`` does not exist."""
+        if not self.exists(key):
+            raise NotFoundError(f"{self.uri_for(key)} does not exist")
+        return None
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """``with datastore.open(key) as fh: fh.read(n)``: the object's bytes in chunks."""
+        import io
+
+        return contextlib.closing(io.BytesIO(self.read_bytes(key)))
+
     def uri_for(self, key: str) -> str:
         key = check_prefix(key)
         return f"{self.uri}/{key}" if key else self.uri
@@ -430,6 +446,25 @@ class LocalDatastore(Datastore):
     def local_path(self, key: str) -> pathlib.Path | None:
         key = check_prefix(key)
         return self._dir(key)
+
+    def open(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFoundError(f"{self.uri_for(key)} does not exist") from exc
+        except OSError as exc:
+            raise WorkspaceError(f"cannot read {path}: {exc}") from exc
+
+    def fingerprint(self, key: str) -> list | None:
+        """[size, mtime_ns, inode, ctime_ns] of the regular file ``key`` (NotFoundError if there is none)."""
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFoundError(f"{self.uri_for(key)} does not exist") from exc
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            raise NotFoundError(f"{self.uri_for(key)} is not a file")
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
     def fingerprints(self, prefix: str, settle: bool = False) -> dict[str, list | None]:
         """{path relative to ``prefix``: [size, mtime_ns, inode, ctime_ns]} of every regular file below

@@ -8,8 +8,14 @@
 
 ``canonical_json``: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``
 encoded as UTF-8. An output without its manifest does not exist; the manifest is written last.
-A top-level ``_manifest.json`` in a local directory is metadata, never content: it is not hashed
-and not uploaded (a freshly computed one replaces it).
+A top-level ``_manifest.json`` or ``_digest.json`` in a local directory is metadata, never content: it is
+not hashed and not uploaded (freshly computed ones replace them).
+
+``_digest.json`` (written just before the manifest, by ``seal_output``) is the manifest without its file
+list: ``{"format", "digest", "files": count, "size", "fingerprint", "summary", "manifest_size"}``, where
+``summary`` is the ``fingerprint_summary`` of the content files' fingerprints (sorted by path) recorded in
+the manifest. ``vouched_digest`` lets a reader that needs only the digest of an intact output read it
+instead of the (possibly large) manifest; when it cannot vouch, the manifest decides as before.
 
 Each file's ``fp`` is the store's fingerprint of the committed object, taken when it was committed
 (``Datastore.fingerprints``; ``fingerprint`` names its kind: ``stat`` for a local file, ``etag`` for an
@@ -35,7 +41,9 @@ from airflow_mlpipe.errors import NotFoundError, WorkspaceError
 from airflow_mlpipe.workspace.datastore import Datastore, check_prefix, join_key, local_files
 
 __all__ = [
+    "DIGEST_NAME",
     "MANIFEST_NAME",
+    "METADATA_NAMES",
     "build_manifest",
     "canonical_json",
     "check_output",
@@ -46,14 +54,20 @@ __all__ = [
     "fingerprint_summary",
     "hash_file",
     "merge_outputs",
+    "output_digest",
     "output_problems",
+    "read_digest",
     "read_manifest",
     "seal_output",
     "verify_content",
     "verify_output",
+    "vouched_digest",
 ]
 
 MANIFEST_NAME = "_manifest.json"
+DIGEST_NAME = "_digest.json"
+#: top-level names below an output that are the store's metadata, never content
+METADATA_NAMES = frozenset({MANIFEST_NAME, DIGEST_NAME})
 FORMAT = 1
 CHUNK = 1024 * 1024
 NAMED = 3  # how many file names a reason lists before "and N more"
@@ -93,7 +107,7 @@ def make_manifest(files: dict[str, dict]) -> dict:
 
 
 def _content_files(local_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path]]:
-    return [(rel, path) for rel, path in local_files(local_dir) if rel != MANIFEST_NAME]
+    return [(rel, path) for rel, path in local_files(local_dir) if rel not in METADATA_NAMES]
 
 
 def build_manifest(local_dir: str | pathlib.Path, content: list[tuple[str, pathlib.Path]] | None = None) -> dict:
@@ -147,7 +161,7 @@ def verify_content(
             missing.append(rel)
         elif fp is None or not trusted or meta.get("fp") != fp:
             suspects.append(rel)
-    extra = [rel for rel in current.keys() - files.keys() if rel != MANIFEST_NAME]
+    extra = [rel for rel in current.keys() - files.keys() if rel not in METADATA_NAMES]
     changed = []
     root = datastore.local_path(prefix) if local else None
     for rel in suspects:
@@ -167,17 +181,20 @@ def verify_content(
             + _files(extra, "was added since it was committed"))
 
 
-def check_output(datastore: Datastore, prefix: str, expected_digest: str | None = None) -> tuple[dict | None, list[str]]:
+def check_output(
+    datastore: Datastore, prefix: str, expected_digest: str | None = None, current: dict[str, list | None] | None = None
+) -> tuple[dict | None, list[str]]:
     """(manifest, problems) of the committed output at ``prefix``: no manifest, a manifest whose digest is not
     ``expected_digest`` (what its producer recorded; rewritten by someone else), or ``verify_content``'s
-    reasons. No problems: the output holds ``expected_digest`` (or its manifest's digest)."""
+    reasons (against ``current`` fingerprints if given). No problems: the output holds ``expected_digest``
+    (or its manifest's digest)."""
     manifest = read_manifest(datastore, prefix)
     if manifest is None:
         return None, [f"it was deleted (no {MANIFEST_NAME} at {datastore.uri_for(prefix)})"]
     if expected_digest is not None and manifest["digest"] != expected_digest:
         return manifest, [f"its manifest was rewritten: it holds digest {str(manifest['digest'])[:12]}, "
                           f"the producer recorded {str(expected_digest)[:12]}"]
-    return manifest, verify_content(datastore, prefix, manifest)
+    return manifest, verify_content(datastore, prefix, manifest, current)
 
 
 def fingerprint_summary(kind: str, fingerprints: dict[str, list | None]) -> str | None:
@@ -196,25 +213,81 @@ def fingerprint_summary(kind: str, fingerprints: dict[str, list | None]) -> str 
     return f"{kind}:{digest.hexdigest()}"
 
 
+def content_summary(kind: str, fingerprints: dict[str, list | None]) -> str | None:
+    """``fingerprint_summary`` of the content files only (metadata names left out), sorted by path: the
+    value ``_digest.json`` records (independent of the store's listing order)."""
+    return fingerprint_summary(kind, {rel: fingerprints[rel] for rel in sorted(fingerprints)
+                                      if rel not in METADATA_NAMES})
+
+
+def _is_digest_doc(doc: Any) -> bool:
+    return (isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("digest"), str)
+            and isinstance(doc.get("fingerprint"), str) and isinstance(doc.get("manifest_size"), int)
+            and isinstance(doc.get("summary"), (str, type(None))))
+
+
+def read_digest(datastore: Datastore, prefix: str) -> dict | None:
+    """The ``_digest.json`` of the output at ``prefix``, or None if there is none or it is not one (damaged,
+    or written by something else: ignored, the manifest decides)."""
+    try:
+        doc = datastore.get_json_or_none(join_key(check_prefix(prefix), DIGEST_NAME))
+    except WorkspaceError:
+        return None
+    return doc if _is_digest_doc(doc) else None
+
+
+def vouched_digest(datastore: Datastore, prefix: str, current: dict[str, list | None]) -> str | None:
+    """The digest ``_digest.json`` records, if the store's fingerprints ``current`` (of everything below
+    ``prefix``) show the output exactly as it was sealed: the manifest present with the size it was written
+    with, and the content files (no more, no fewer) with the fingerprints its manifest recorded. Else None:
+    the manifest must be read (``check_output``). Reads one small object; never the manifest."""
+    manifest_fp = current.get(MANIFEST_NAME)
+    if not manifest_fp:
+        return None
+    doc = read_digest(datastore, prefix)
+    if doc is None or not doc["summary"] or doc["fingerprint"] != datastore.fingerprint_kind:
+        return None
+    if manifest_fp[0] != doc["manifest_size"]:
+        return None
+    if content_summary(datastore.fingerprint_kind, current) != doc["summary"]:
+        return None
+    return doc["digest"]
+
+
 def output_problems(datastore: Datastore, prefix: str, digest: str, summary: str | None = None) -> list[str]:
-    """Why the committed output at ``prefix`` no longer holds ``digest`` ([] if it does). ``summary`` (a
-    ``fingerprint_summary`` taken when the output was known to hold ``digest``) is the fast path: if the
-    store's fingerprints still sum up to it, nothing below ``prefix`` changed and no manifest is read."""
-    if summary:
-        current = datastore.fingerprints(prefix)
-        if fingerprint_summary(datastore.fingerprint_kind, current) == summary:
-            return []
-    return check_output(datastore, prefix, digest)[1]
+    """Why the committed output at ``prefix`` no longer holds ``digest`` ([] if it does). One walk of the
+    store's fingerprints, then the first check that can decide: ``summary`` (a ``fingerprint_summary`` taken
+    when the output was known to hold ``digest``, ``_manifest.json`` included) still matches: nothing below
+    ``prefix`` changed, nothing is read; ``_digest.json`` vouches for ``digest`` (``vouched_digest``): one
+    small read; else the manifest is read and every file compared (``check_output``)."""
+    current = datastore.fingerprints(prefix)
+    if summary and fingerprint_summary(datastore.fingerprint_kind, current) == summary:
+        return []
+    if vouched_digest(datastore, prefix, current) == digest:
+        return []
+    return check_output(datastore, prefix, digest, current)[1]
+
+
+def output_digest(datastore: Datastore, prefix: str) -> tuple[str | None, list[str]]:
+    """(digest its manifest records, problems) of the committed output at ``prefix`` ((None, [why]) if it
+    has no manifest). No problems: its files still hold that digest. Reads ``_digest.json`` when it vouches
+    for the files (``vouched_digest``), else the manifest (``check_output``); one walk either way."""
+    current = datastore.fingerprints(prefix)
+    vouched = vouched_digest(datastore, prefix, current)
+    if vouched is not None:
+        return vouched, []
+    manifest, problems = check_output(datastore, prefix, None, current)
+    return (manifest["digest"] if manifest is not None else None), problems
 
 
 def content_manifest(datastore: Datastore, prefix: str) -> dict:
-    """The manifest of what is really below ``prefix`` (every object but a top-level ``_manifest.json``,
-    each one hashed): the content identity of a folder without manifest, or of an output whose content no
+    """The manifest of what is really below ``prefix`` (every object but the top-level metadata,
+    ``_manifest.json`` and ``_digest.json``, each one hashed): the content identity of a folder without manifest, or of an output whose content no
     longer matches its manifest. Raises NotFoundError if ``prefix`` holds nothing."""
     prefix = check_prefix(prefix)
     local = datastore.local_path(prefix) if datastore.fingerprint_kind == "stat" else None
     if local is not None:
-        rels = [rel for rel in datastore.fingerprints(prefix) if rel != MANIFEST_NAME]
+        rels = [rel for rel in datastore.fingerprints(prefix) if rel not in METADATA_NAMES]
         if not rels:
             raise NotFoundError(f"nothing at {datastore.uri_for(prefix)}")
         return build_manifest(local, [(rel, local.joinpath(*rel.split("/"))) for rel in sorted(rels)])
@@ -225,13 +298,14 @@ def content_manifest(datastore: Datastore, prefix: str) -> dict:
 
 
 def seal_output(datastore: Datastore, prefix: str, manifest: dict, fence: Callable[[], None] | None = None) -> dict:
-    """Record the store's fingerprint of each file of ``manifest`` (now at ``prefix``) and write the manifest,
-    LAST. Returns the manifest as written. Raises WorkspaceError if ``prefix`` does not hold exactly the
+    """Record the store's fingerprint of each file of ``manifest`` (now at ``prefix``), write ``_digest.json``
+    (its digest and fingerprint summary), then the manifest, LAST. Returns the manifest as written. Raises WorkspaceError if ``prefix`` does not hold exactly the
     manifest's files with their sizes (someone wrote there during the commit). ``fence`` is called right
     before the manifest is written (see ``commit_output``)."""
     prefix = check_prefix(prefix)
     current = datastore.fingerprints(prefix, settle=True)
-    current.pop(MANIFEST_NAME, None)
+    for name in METADATA_NAMES:
+        current.pop(name, None)
     files = {}
     for rel, meta in sorted(manifest["files"].items()):
         fp = current.get(rel, False)
@@ -242,9 +316,14 @@ def seal_output(datastore: Datastore, prefix: str, manifest: dict, fence: Callab
         extra = sorted(set(current) - set(files))
         raise WorkspaceError(f"{datastore.uri_for(prefix)} gained {extra[:NAMED]} while it was being committed; commit again")
     sealed = {**manifest, "files": files, "fingerprint": datastore.fingerprint_kind}
+    data = json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    summary = {"format": FORMAT, "digest": sealed["digest"], "files": len(files), "size": sealed.get("size"),
+               "fingerprint": datastore.fingerprint_kind, "summary": content_summary(datastore.fingerprint_kind, current),
+               "manifest_size": len(data)}
+    datastore.write_bytes(join_key(prefix, DIGEST_NAME), json.dumps(summary, sort_keys=True).encode() + b"\n")
     if fence is not None:
         fence()
-    datastore.write_bytes(join_key(prefix, MANIFEST_NAME), json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    datastore.write_bytes(join_key(prefix, MANIFEST_NAME), data)
     return sealed
 
 

@@ -155,6 +155,23 @@ class S3Datastore(Datastore):
         except self._boto_errors() as exc:
             raise self._fail("read", key, exc) from exc
 
+    def open(self, key: str) -> Any:
+        """The GET's streaming body (read it in chunks; closed on leaving the ``with``)."""
+        import contextlib
+
+        try:
+            return contextlib.closing(self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"])
+        except self._boto_errors() as exc:
+            raise self._fail("read", key, exc) from exc
+
+    def fingerprint(self, key: str) -> list | None:
+        """[size, ETag] of the object ``key`` (one HEAD), as a listing gives them."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+        except self._boto_errors() as exc:
+            raise self._fail("read", key, exc) from exc
+        return [int(head["ContentLength"]), head.get("ETag")]
+
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)

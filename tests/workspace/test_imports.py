@@ -16,7 +16,7 @@ importlib.import_module(sys.argv[1])
 """
 
 
-@pytest.mark.parametrize("module", ["datastore", "s3", "manifest", "snapshot", "registry", "cache", "runs", "gc", "core"])
+@pytest.mark.parametrize("module", ["datastore", "s3", "manifest", "digests", "snapshot", "registry", "cache", "runs", "gc", "core"])
 def test_module_imports_only_stdlib(module):
     proc = subprocess.run([sys.executable, "-c", CHECK, f"airflow_mlpipe.workspace.{module}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -46,8 +46,11 @@ def test_commit_writes_manifest_last_and_replaces(datastore, tmp_path):
     second = commit_output(datastore, out, "outputs/p/r/s/model")
     assert first["digest"] != second["digest"]
     keys = [i.key for i in datastore.list("outputs/p/r/s/model")]
-    assert keys == ["outputs/p/r/s/model/_manifest.json", "outputs/p/r/s/model/model.json"]
+    assert keys == ["outputs/p/r/s/model/_digest.json", "outputs/p/r/s/model/_manifest.json",
+                    "outputs/p/r/s/model/model.json"]
     assert read_manifest(datastore, "outputs/p/r/s/model") == second
+    summary = datastore.get_json("outputs/p/r/s/model/_digest.json")
+    assert (summary["digest"], summary["files"], summary["size"]) == (second["digest"], 1, second["size"])
     assert verify_output(datastore, "outputs/p/r/s/model", second["digest"])
     assert not verify_output(datastore, "outputs/p/r/s/model", first["digest"])
 
