@@ -11,10 +11,10 @@
 - **Registry references**: :func:`parse_registry_ref` for ``NAME``, ``NAME:3``, ``NAME:latest``,
   ``<kind>:/NAME``, ``<kind>:/NAME/3`` and ``<kind>:/NAME@ALIAS`` (:class:`RefSyntaxError`).
 
-Errors here are builtin ``ValueError`` subclasses that say what is wrong; each caller wraps them in its own
-error class with its own advice (``RefError`` in spec, ``WorkspaceError`` in the workspace,
-``RuntimeStepError`` in the runtime). Standard library only, and nothing of airflow_mlpipe: the step runtime
-ships this module into python3-only images (``runtime/bundle.py``).
+Errors here are ``MlpipeError`` and ``ValueError`` subclasses (permanent) that say what is wrong; each caller
+wraps them in its own error class with its own advice (``RefError`` in spec, ``WorkspaceError`` in the
+workspace, ``RuntimeStepError`` in the runtime). Standard library only, and of airflow_mlpipe only
+``errors`` (shipped with it): the step runtime ships this module into python3-only images (``runtime/bundle.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import os
 import pathlib
 import re
 from typing import TYPE_CHECKING, NamedTuple
+
+from airflow_mlpipe.errors import MlpipeError
 
 if TYPE_CHECKING:  # tarfile (and shutil, lzma...) is imported when an archive is extracted, not at parse time
     import tarfile
@@ -90,9 +92,11 @@ def is_plain_segment(segment: str) -> bool:
 # -- safe tar extraction ----------------------------------------------------------------------------------
 
 
-class ArchiveError(ValueError):
+class ArchiveError(MlpipeError, ValueError):
     """A tar archive cannot be read, or holds a member that would not stay a plain file or directory inside
-    the destination. Nothing was extracted when a member was refused."""
+    the destination. Nothing was extracted when a member was refused. Permanent: the same archive fails again."""
+
+    permanent = True
 
 
 def _member_problem(member: tarfile.TarInfo, root: pathlib.Path) -> str | None:
@@ -168,9 +172,11 @@ _NAME_VERSION_RE = re.compile(rf"({NAME_PATTERN})(?::({VERSION_PATTERN}))?")
 _URI_RE = re.compile(rf"([a-z]+):/({NAME_PATTERN})(?:/([0-9]+)|@({ALIAS_PATTERN}))?")
 
 
-class RefSyntaxError(ValueError):
+class RefSyntaxError(MlpipeError, ValueError):
     """A registry reference does not follow the grammar. ``detail`` says what is expected (callers put it
-    after their own "invalid dataset reference 'x': ")."""
+    after their own "invalid dataset reference 'x': "). Permanent: the reference must change."""
+
+    permanent = True
 
     def __init__(self, ref: object, detail: str):
         super().__init__(f"invalid reference {ref!r}: {detail}")
