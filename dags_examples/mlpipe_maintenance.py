@@ -1,5 +1,5 @@
 """Workspace maintenance: delete intermediate step outputs older than N days that no registered dataset or
-model version and no live cache entry needs (nothing is ever deleted automatically otherwise, as in the
+model version, alias history, live cache entry or running run needs (nothing is ever deleted automatically otherwise, as in the
 seeds). A dry run unless the `dry_run` param is switched off. Registered versions are never deleted."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ with DAG(
 
         ws = MlpipeHook().get_workspace()
         report = ws.gc(older_than_days=float(params["older_than_days"]), dry_run=bool(params["dry_run"]))
-        print(report.summary())
-        return {"dry_run": bool(params["dry_run"]), "bytes": report.bytes, "prefixes": list(report.prefixes)[:1000]}
+        print(report.summary())  # counts and bytes per kind, the 10 largest outputs, the time taken
+        return {"dry_run": report.dry_run, "bytes": report.bytes, "seconds": round(report.seconds, 3),
+                "summary": report.by_kind(), "largest": report.largest(10)}
 
     collect_garbage()

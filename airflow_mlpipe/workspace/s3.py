@@ -450,6 +450,15 @@ class S3Datastore(Datastore):
             raise ValueError("refusing to delete a whole bucket")
         if not check_prefix(prefix):
             raise ValueError("refusing to delete the whole workspace root")
+        keys = (obj["Key"] for page in self._pages(prefix) for obj in page.get("Contents", ()))
+        return self._delete_s3_keys(keys, prefix)
+
+    def delete_keys(self, keys: Iterable[str]) -> int:
+        """Delete these objects (keys relative to the workspace) with DeleteObjects, 1,000 keys a request, in
+        the order given; returns how many. A key that does not exist is no error."""
+        return self._delete_s3_keys((self._k(key) for key in keys), "")
+
+    def _delete_s3_keys(self, s3_keys: Iterable[str], what: str) -> int:
         count = 0
         batch: list[dict] = []
 
@@ -457,18 +466,17 @@ class S3Datastore(Datastore):
             try:
                 response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except self._boto_errors() as exc:
-                raise self._fail("delete", prefix, exc) from exc
+                raise self._fail("delete", what or self._rel(batch[0]["Key"]), exc) from exc
             if response.get("Errors"):
                 first = response["Errors"][0]
                 raise WorkspaceError(f"cannot delete {first.get('Key')} in {self.uri}: {first.get('Message')}")
 
-        for page in self._pages(prefix):
-            for obj in page.get("Contents", ()):
-                batch.append({"Key": obj["Key"]})
-                count += 1
-                if len(batch) == 1000:
-                    flush()
-                    batch = []
+        for s3_key in s3_keys:
+            batch.append({"Key": s3_key})
+            count += 1
+            if len(batch) == 1000:
+                flush()
+                batch = []
         if batch:
             flush()
         return count
