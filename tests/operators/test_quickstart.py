@@ -59,7 +59,7 @@ def test_metrics_manifests_and_registered_dataset(airflow_db, quickstart_dags, t
         assert set(manifest["files"]) == files
         assert ws.verify_output(out["key"], out["digest"])
         listed = {o.key[len(out["key"]) + 1:] for o in ws.datastore.list(out["key"] + "/")}
-        assert listed == files | {"_manifest.json"}
+        assert listed == files | {"_manifest.json", "_digest.json"}  # the content, then the metadata (manifest last)
     table = ws.datastore.read_bytes(prep["outputs"]["table"]["key"] + "/table.csv").decode().splitlines()
     assert len(table) == 301 and table[0] == "x1,x2,x3,label"
 
