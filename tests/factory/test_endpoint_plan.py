@@ -85,6 +85,7 @@ def _probe(folder: pathlib.Path, tmp_path: pathlib.Path) -> tuple[str, bool]:
     return dag_id, models == "True"
 
 
+@pytest.mark.integration  # two fresh Python processes import Airflow (about 9 s)
 def test_a_warm_parse_does_not_load_the_pydantic_models(folder, tmp_path):
     assert _probe(folder, tmp_path) == ("income_retrain", True)  # cold: validates, writes the plan
     assert _probe(folder, tmp_path) == ("income_retrain", False), (

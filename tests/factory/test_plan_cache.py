@@ -44,6 +44,7 @@ def test_warm_build_equals_cold_build_and_changes_invalidate(folder, tmp_path):
         load_dag(folder / "x.py", "pipelines/quickstart.yaml")
 
 
+@pytest.mark.integration  # a fresh Python process imports Airflow (about 5 s)
 def test_a_warm_parse_does_not_load_pydantic(folder, tmp_path):
     load_dag(folder / "x.py", "pipelines/income_retrain.yaml")  # cold: validates, writes the plan
     probe = (

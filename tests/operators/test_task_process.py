@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, scaled
 from tests.operators.kit import activate, load, local_target, make_dags_folder, run
 
@@ -61,6 +63,7 @@ print(json.dumps({"state": result.state, "reused": result.reused(),
 """
 
 
+@pytest.mark.integration  # a fresh Python process runs a pipeline under dag.test() (about 15 s)
 def test_a_reused_step_loads_no_definition_models(airflow_db, tmp_path, monkeypatch):
     dags = make_dags_folder(tmp_path / "dags", {"tiny_chain": PIPELINE}, files={"src/step.py": SCRIPT})
     activate(monkeypatch, dags, local_target(tmp_path / "ws"))
