@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import signal
 import sys
 import tempfile
@@ -46,25 +47,36 @@ def build(root: pathlib.Path, runs: int) -> Workspace:
         return ws
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="gc-scale-src-"))
     for i in range(runs):
-        run_id = f"run-{i:06d}"
-        ws.runs.open_run("bench", run_id, {"params": {"i": i}})
-        for step in ("prep", "train"):
-            src = scratch / f"{run_id}-{step}"
-            src.mkdir()
-            (src / "data.bin").write_bytes(f"{run_id}/{step} ".encode() * 16)
-            prefix = ws.output_prefix("bench", run_id, step, "out")
-            manifest = ws.commit_output(src, prefix)
-            components = {"step": {"name": step, "script": f"{step}.py"}, "params": {"i": i}}
-            key = cache_key(components)
-            out = {"out": {"key": prefix, "digest": manifest["digest"]}}
-            ws.cache.commit(key, "bench", step, components, out)
-            ws.runs.write_step("bench", run_id, step, {"status": "succeeded", "cache_key": key, "outputs": out})
-            if step == "prep" and i % 4 == 0:
-                ws.datasets.register(f"table-{i % 20}", prefix,
-                                     producing_run={"pipeline": "bench", "run_id": run_id, "step": step,
-                                                    "output": "out"})
+        add_run(ws, i, scratch, f"table-{i % 20}")
+    shutil.rmtree(scratch, ignore_errors=True)
     done.write_text(str(runs))
     return ws
+
+
+def add_run(ws: Workspace, i: int, scratch: pathlib.Path, dataset: str) -> str:
+    """Run ``run-<i>`` of pipeline ``bench`` through the project's APIs: its run record, then for ``prep`` and
+    ``train`` a committed output, a cache entry and a step record; every 4th run registers its ``prep`` output
+    as the next version of ``dataset``. Returns the ``train`` step's cache key (``benchmarks/history.py``
+    builds its histories with it too)."""
+    run_id = f"run-{i:06d}"
+    ws.runs.open_run("bench", run_id, {"params": {"i": i}})
+    key = ""
+    for step in ("prep", "train"):
+        src = scratch / f"{run_id}-{step}"
+        src.mkdir(parents=True)
+        (src / "data.bin").write_bytes(f"{run_id}/{step}\n".encode())
+        prefix = ws.output_prefix("bench", run_id, step, "out")
+        manifest = ws.commit_output(src, prefix)
+        shutil.rmtree(src)
+        components = {"step": {"name": step, "script": f"{step}.py"}, "params": {"i": i}}
+        key = cache_key(components)
+        out = {"out": {"key": prefix, "digest": manifest["digest"]}}
+        ws.cache.commit(key, "bench", step, components, out)
+        ws.runs.write_step("bench", run_id, step, {"status": "succeeded", "cache_key": key, "outputs": out})
+        if step == "prep" and i % 4 == 0:
+            ws.datasets.register(dataset, prefix, producing_run={"pipeline": "bench", "run_id": run_id,
+                                                                 "step": step, "output": "out"})
+    return key
 
 
 class _TooLong(Exception):

@@ -54,9 +54,11 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from airflow_mlpipe.workspace.cache import cache_key  # noqa: E402
 from airflow_mlpipe.workspace.core import Workspace  # noqa: E402
 from airflow_mlpipe.workspace.gc import collect_garbage  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from gc_scale import add_run  # noqa: E402 - the same history as benchmarks/gc_scale.py builds
 
 GOAL = 2.0
 DAY = 86400.0
@@ -84,24 +86,7 @@ class Bench:
         return src
 
     def _run(self, i: int) -> str:
-        ws = self.ws
-        run_id = f"run-{i:06d}"
-        ws.runs.open_run("bench", run_id, {"params": {"i": i}})
-        key = ""
-        for step in ("prep", "train"):
-            src = self._folder(f"{run_id}-{step}", f"{run_id}/{step}\n")
-            prefix = ws.output_prefix("bench", run_id, step, "out")
-            manifest = ws.commit_output(src, prefix)
-            shutil.rmtree(src)
-            components = {"step": {"name": step, "script": f"{step}.py"}, "params": {"i": i}}
-            key = cache_key(components)
-            out = {"out": {"key": prefix, "digest": manifest["digest"]}}
-            ws.cache.commit(key, "bench", step, components, out)
-            ws.runs.write_step("bench", run_id, step, {"status": "succeeded", "cache_key": key, "outputs": out})
-            if step == "prep" and i % 4 == 0:
-                ws.datasets.register(DATASET, prefix, producing_run={"pipeline": "bench", "run_id": run_id,
-                                                                     "step": step, "output": "out"})
-        return key  # the train step's
+        return add_run(self.ws, i, self.scratch, DATASET)  # the train step's key
 
     def build(self) -> float:
         started = time.perf_counter()

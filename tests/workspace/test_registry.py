@@ -16,6 +16,22 @@ from tests.conftest import scaled
 from .conftest import make_tree, overwrite_in_place, subprocess_target
 
 
+def register_at_once(workspace, name: str, dirs: list) -> dict:
+    """Register each of ``dirs`` as a version of ``name`` from its own thread, all released at once."""
+    results = {}
+    barrier = threading.Barrier(len(dirs))
+
+    def run(i):
+        barrier.wait()
+        results[i] = workspace.datasets.register(name, dirs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(dirs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
 def test_register_dir_then_identical_then_new(workspace, tmp_path):
     data = make_tree(tmp_path / "d", {"train.csv": "a,b\n1,2\n", "meta/info.txt": "x"})
     v1 = workspace.datasets.register("income", data, description="first", tags={"src": "test"}, producing_run={"run_id": "r1"})
@@ -88,18 +104,7 @@ def test_names_and_versions_are_checked(workspace, tmp_path):
 
 def test_parallel_registrations_threads(workspace, tmp_path):
     dirs = [make_tree(tmp_path / f"d{i}", {"data.txt": f"content {i}"}) for i in range(8)]
-    results = {}
-    barrier = threading.Barrier(8)
-
-    def run(i):
-        barrier.wait()
-        results[i] = workspace.datasets.register("shared", dirs[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = register_at_once(workspace, "shared", dirs)
     assert sorted(v.version for v in results.values()) == list(range(1, 9))
     assert len({v.digest for v in results.values()}) == 8 and all(v.is_new for v in results.values())
     assert workspace.datasets.version_numbers("shared") == list(range(1, 9))  # no gap
@@ -360,18 +365,7 @@ def test_parallel_registrations_on_a_lagging_pointer(workspace, tmp_path):
     died_after_claiming(workspace, "race", 2)
     died_after_claiming(workspace, "race", 3)
     dirs = [make_tree(tmp_path / f"r{i}", {"data.txt": f"racer {i}"}) for i in range(6)]
-    barrier = threading.Barrier(6)
-    results = {}
-
-    def run(i):
-        barrier.wait()
-        results[i] = workspace.datasets.register("race", dirs[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = register_at_once(workspace, "race", dirs)
     assert sorted(v.version for v in results.values()) == list(range(4, 10))
     assert workspace.datasets.version_numbers("race") == list(range(1, 10))
     assert workspace.datasets.get("race").version == 9
