@@ -113,6 +113,16 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     base = pathlib.Path(args.workdir) if args.workdir else pathlib.Path(tempfile.mkdtemp(prefix="gc-scale-"))
+    try:
+        ratio = measure(base, sizes)
+    finally:
+        if not args.workdir:  # a workspace of our own: removed, also after an error or Ctrl-C
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"RESULT gc_scale ratio={ratio:.2f} goal<={GOAL:g}")
+
+
+def measure(base: pathlib.Path, sizes: list[int]) -> float:
+    """Build (or reuse) the workspaces below ``base``, print a line per size; the ratio at the largest."""
     base.mkdir(parents=True, exist_ok=True)
     print(f"{'runs':>6} {'objects':>8} {'build s':>8} {'listing s':>10} {'gc dry s':>9} {'ratio':>7} "
           f"{'collected':>9} {'kept':>6}")
@@ -132,7 +142,7 @@ def main() -> None:
         ratio = gc_s / listing
         print(f"{runs:>6} {objects:>8} {built:>8.1f} {listing:>10.3f} {gc_s:>9.3f} {ratio:>7.1f} "
               f"{len(report.collected):>9} {len(report.kept):>6}")
-    print(f"RESULT gc_scale ratio={ratio:.2f} goal<={GOAL:g}")
+    return ratio
 
 
 if __name__ == "__main__":
