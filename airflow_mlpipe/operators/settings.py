@@ -24,10 +24,12 @@ LABEL = "name"
 def check_step_settings(task_id: str, compute: Mapping[str, Any] | None,
                         environment: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(compute, environment)`` as plain dicts (compute defaults to ``{"type": "local"}``), or a
-    DefinitionError naming every problem: ``task 'train': compute.cpu: unknown setting (did you mean 'cpus'?)``."""
+    DefinitionError naming every problem: ``task 'train': compute.cpu: unknown field 'cpu' (did you mean 'cpus'?)``."""
     compute = dict(compute) if compute else {"type": "local"}
     environment = dict(environment or {})
-    problems = [*_compute_problems(compute), *_problems("environment", environment, _environment_model())]
+    from airflow_mlpipe.spec.compute import EnvironmentSpec
+
+    problems = [*_compute_problems(compute), *_problems("environment", environment, EnvironmentSpec)]
     if problems:
         raise DefinitionError(
             f"task {task_id!r}: " + "; ".join(problems) + ". The settings are those of the YAML format's compute "
@@ -48,28 +50,19 @@ def _compute_problems(compute: dict[str, Any]) -> list[str]:
     return _problems("compute", {"type": kind, **compute}, model)
 
 
-def _environment_model() -> Any:
-    from airflow_mlpipe.spec.compute import EnvironmentSpec
-
-    return EnvironmentSpec
-
-
 def _problems(where: str, settings: dict[str, Any], model: Any) -> list[str]:
-    """What ``model`` refuses in ``settings`` (its label aside), one line per field."""
+    """What ``model`` refuses in ``settings`` (its label aside), one line per field, worded as ``mlpipe
+    validate`` words a YAML definition's problems (``spec.problems.translate``, imported on an error only)."""
     from pydantic import ValidationError
-
-    from airflow_mlpipe.spec.values import did_you_mean
 
     label = settings.get(LABEL)
     problems = [] if label is None or isinstance(label, str) else [f"{where}.{LABEL}: must be a string"]
     try:
         model.model_validate({k: v for k, v in settings.items() if k != LABEL})
     except ValidationError as exc:
+        from airflow_mlpipe.spec.problems import format_path, translate
+
         for error in exc.errors():
-            path = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "extra_forbidden":
-                field = str(error["loc"][0])
-                problems.append(f"{where}.{path}: unknown setting{did_you_mean(field, model.model_fields)}")
-            else:
-                problems.append(f"{where}.{path}: {error['msg'].removeprefix('Value error, ')}")
+            path, message, hint = translate(model, error, (where,))
+            problems.append(f"{format_path(path)}: {message}" + (f" (did you mean {hint!r}?)" if hint else ""))
     return problems

@@ -24,14 +24,14 @@ def step(**kwargs):
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
-    ({"compute": {"type": "docker", "image": "x", "cpu": 2}}, "compute.cpu: unknown setting (did you mean 'cpus'?)"),
+    ({"compute": {"type": "docker", "image": "x", "cpu": 2}}, "compute.cpu: unknown field 'cpu' (did you mean 'cpus'?)"),
     ({"compute": {"type": "kubernetes", "image": "x", "namespce": "ml"}},
-     "compute.namespce: unknown setting (did you mean 'namespace'?)"),
+     "compute.namespce: unknown field 'namespce' (did you mean 'namespace'?)"),
     ({"compute": {"type": "gpu"}}, "compute.type: 'gpu' is not a compute type; use one of docker, kubernetes, local"),
-    ({"compute": {"type": "docker", "memory": "lots"}}, "compute.memory: "),
-    ({"compute": {"type": "local", "kill_grace": -1}}, "compute.kill_grace: "),
-    ({"environment": {"requirments": ["pandas"]}}, "environment.requirments: unknown setting (did you mean "
-                                                    "'requirements'?)"),
+    ({"compute": {"type": "docker", "memory": "lots"}}, "compute.memory: expected a memory size like '512m'"),
+    ({"compute": {"type": "local", "kill_grace": -1}}, "compute.kill_grace: must be >= 0, got -1"),
+    ({"environment": {"requirments": ["pandas"]}}, "environment.requirments: unknown field 'requirments' "
+                                                    "(did you mean 'requirements'?)"),
     ({"environment": {"requirements": ["--index-url=http://x"]}}, "pip options are not allowed here"),
     ({"environment": {"env": {"A": ["not", "a", "string"]}}}, "environment.env: value of 'A' must be a string"),
 ])
@@ -160,4 +160,4 @@ def test_a_misspelt_setting_is_an_import_error_of_its_dag_file_only(airflow_db, 
     assert "wired" in bag.dags and "typo" not in bag.dags
     (path, error), = bag.import_errors.items()
     assert path.endswith("typo.py")
-    assert "task 'prep': compute.kill_grce: unknown setting (did you mean 'kill_grace'?)" in error
+    assert "task 'prep': compute.kill_grce: unknown field 'kill_grce' (did you mean 'kill_grace'?)" in error
