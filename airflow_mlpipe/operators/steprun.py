@@ -279,9 +279,10 @@ class StepRun:
         except InvalidReferenceError as exc:
             raise InvalidReferenceError(f"input {name!r}: {exc}. Change {where}: a dataset is name, name:N or "
                                         "name:latest; a model models:/NAME/N or models:/NAME@ALIAS") from exc
-        from airflow_mlpipe.workspace.manifest import check_output
+        from airflow_mlpipe.workspace.manifest import output_problems
 
-        _, problems = check_output(ws.datastore, version.key, version.digest)
+        # the check a cache hit makes (the version's small _digest.json first, its manifest only in doubt)
+        problems = output_problems(ws.datastore, version.key, version.digest)
         if problems:
             # Refused, not rehashed: a version is immutable, and its digest is what runs, lineage and the
             # registry's digest index say it holds. Using other bytes under its name would make all of them lie.
