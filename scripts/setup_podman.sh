@@ -33,7 +33,9 @@ answers() {
 if ! answers; then
     rm -f "$SOCK"
     echo "starting podman system service on $SOCK (log: $LOG)..." >&2
-    nohup podman system service --time=0 "unix://$SOCK" >"$LOG" 2>&1 &
+    # started from /: the service outlives this checkout, and conmon fails ("Failed to get working
+    # directory") once the folder it was started in is deleted
+    (cd / && nohup podman system service --time=0 "unix://$SOCK" >"$LOG" 2>&1 &)
     for _ in $(seq 1 50); do
         answers && break
         sleep 0.2
